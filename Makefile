@@ -1,0 +1,123 @@
+# tickets-fcgi: plain GNU make. Everything it builds goes to build/.
+#
+#   make                    build/tickets-fcgi
+#   make test               unit tests, then integration tests (real MariaDB, nginx, spawn-fcgi)
+#   make run                the whole stack on http://127.0.0.1:8080 (Ctrl-C stops it)
+#   make SANITIZE=address,undefined   an instrumented build in build/address,undefined/
+#   make WERROR=            keep warnings as warnings
+#   make V=1                show whole commands
+
+VERSION := 0.1.0
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PYTHON ?= /usr/bin/python3
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/tickets-fcgi
+DOCDIR ?= $(PREFIX)/share/doc/tickets-fcgi
+INSTALL ?= install
+CFLAGS ?= -O2 -g
+WERROR ?= -Werror
+SANITIZE ?=
+
+LIBS_PKG := fcgi libmariadb jansson libcrypto
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+	-Wmissing-prototypes -Wformat=2 -Wvla -Wwrite-strings -Wpointer-arith \
+	-Wno-unused-parameter -fno-common $(WERROR)
+PROJECT_CPPFLAGS := -D_GNU_SOURCE -DTICKETS_VERSION='"$(VERSION)"' -Ifcgi-app
+PROJECT_CFLAGS := -std=c11 -pthread $(WARN)
+
+ifneq ($(SANITIZE),)
+BUILD := build/$(SANITIZE)
+PROJECT_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+PROJECT_LDFLAGS := -fsanitize=$(SANITIZE)
+else
+BUILD := build
+PROJECT_LDFLAGS :=
+endif
+
+# pkg-config is asked only when something is compiled, so that `make clean`
+# and `make install-deps` work before the libraries are installed.
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LIBS_PKG))
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(LIBS_PKG))
+CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+APP_SRCS := $(wildcard fcgi-app/*.c)
+APP_OBJS := $(patsubst fcgi-app/%.c,$(BUILD)/obj/%.o,$(APP_SRCS))
+LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(APP_OBJS))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+
+.PHONY: all test unit integration run install uninstall clean format install-deps \
+	sanitize-test
+
+all: $(BUILD)/tickets-fcgi
+
+$(BUILD)/tickets-fcgi: $(APP_OBJS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(PROJECT_CFLAGS) $(CFLAGS) $(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/obj/%.o: fcgi-app/%.c Makefile
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) \
+		$(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(CMOCKA_LIBS) $(PKG_LIBS)
+
+-include $(APP_OBJS:.o=.d)
+
+install-deps:
+	$(Q)scripts/install-deps.sh
+
+# test and run install missing Debian packages first (as root), then build.
+test:
+	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory integration
+
+unit: $(UNIT_BINS)
+	$(Q)failed=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || failed=1; done; \
+	if [ $$failed -ne 0 ]; then echo "unit tests FAILED"; exit 1; fi
+
+integration: $(BUILD)/tickets-fcgi
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+# The concurrency tests again, against an AddressSanitizer + UBSan build.
+sanitize-test:
+	$(Q)$(MAKE) --no-print-directory SANITIZE=address,undefined all
+	$(Q)TICKETS_BIN=$(CURDIR)/build/address,undefined/tickets-fcgi \
+		$(PYTHON) -m pytest -q tests/integration/test_concurrency.py tests/integration/test_claim.py
+
+run:
+	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) tests/stack.py run
+
+install: $(BUILD)/tickets-fcgi
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql $(DESTDIR)$(DATADIR)/nginx $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 0755 $(BUILD)/tickets-fcgi $(DESTDIR)$(BINDIR)/tickets-fcgi
+	$(INSTALL) -m 0644 sql/*.sql $(DESTDIR)$(DATADIR)/sql/
+	$(INSTALL) -m 0644 nginx/*.conf $(DESTDIR)$(DATADIR)/nginx/
+	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/tickets-fcgi
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+
+format:
+	clang-format -i fcgi-app/*.c fcgi-app/*.h tests/unit/*.c
+
+clean:
+	rm -rf build

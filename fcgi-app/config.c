@@ -1,0 +1,316 @@
+/*
+ * config.c: one table of options (redis config.c static_configs[] style).
+ *
+ * Each row names the --flag, the environment variable, the default, how to
+ * parse it and the help line; --help is printed from the same table, so the
+ * two cannot drift apart.  Secret files are read here, once.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+enum opt_type { OPT_STRING, OPT_LONG, OPT_SECONDS, OPT_FLAG };
+
+struct option_def {
+    const char *flag;   /* without the leading "--" */
+    const char *env;
+    const char *def;    /* NULL: unset */
+    enum opt_type type;
+    size_t offset;      /* into struct config */
+    long min, max;      /* OPT_LONG range; OPT_SECONDS max in seconds */
+    const char *help;
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+static const struct option_def options[] = {
+    {"db-socket", "TICKETS_DB_SOCKET", NULL, OPT_STRING, OFF(db_socket), 0, 0,
+     "MySQL unix socket; used instead of host and port when set"},
+    {"db-host", "TICKETS_DB_HOST", "127.0.0.1", OPT_STRING, OFF(db_host), 0, 0,
+     "MySQL server host"},
+    {"db-port", "TICKETS_DB_PORT", "3306", OPT_LONG, OFF(db_port), 1, 65535,
+     "MySQL server port"},
+    {"db-user", "TICKETS_DB_USER", "tickets", OPT_STRING, OFF(db_user), 0, 0,
+     "MySQL user"},
+    {"db-password-file", "TICKETS_DB_PASSWORD_FILE", NULL, OPT_STRING,
+     OFF(db_password_file), 0, 0,
+     "file holding the MySQL password (unset: no password)"},
+    {"db-name", "TICKETS_DB_NAME", "tickets", OPT_STRING, OFF(db_name), 0, 0,
+     "database name"},
+    {"jwt-secret-file", "TICKETS_JWT_SECRET_FILE", NULL, OPT_STRING,
+     OFF(jwt_secret_file), 0, 0, "file holding the HS256 secret (required)"},
+    {"threads", "TICKETS_THREADS", "16", OPT_LONG, OFF(threads), 1, 1024,
+     "worker threads, each with its own MySQL connection"},
+    {"lock-timeout", "TICKETS_LOCK_TIMEOUT", "3", OPT_SECONDS,
+     OFF(lock_timeout_us), 0, 3600,
+     "seconds to wait for the per-user lock (decimals allowed)"},
+    {"db-timeout", "TICKETS_DB_TIMEOUT", "10", OPT_SECONDS, OFF(db_timeout_us),
+     1, 3600, "seconds a MySQL connect, read or write may take (on top of "
+              "the lock wait)"},
+    {"lock-prefix", "TICKETS_LOCK_PREFIX", "tickets:user:", OPT_STRING,
+     OFF(lock_prefix), 0, 0, "named lock prefix; the user id follows it"},
+    {"listen", "TICKETS_LISTEN", NULL, OPT_STRING, OFF(listen), 0, 0,
+     "unix:/path or host:port to listen on (unset: the socket on fd 0)"},
+    {"test-unsafe-no-lock", "TICKETS_TEST_UNSAFE_NO_LOCK", NULL, OPT_FLAG,
+     OFF(unsafe_no_lock), 0, 0,
+     "TEST ONLY: skip the per-user lock and coalescing (=1 to enable)"},
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+void config_usage(const char *argv0)
+{
+    size_t i;
+
+    printf("usage: %s [--flag=value ...]\n\n"
+           "tickets-fcgi " TICKETS_VERSION
+           ": a FastCGI responder that issues free event tickets.\n"
+           "Each option is an environment variable or a --flag (the flag "
+           "wins).\n\n",
+           argv0);
+    for (i = 0; i < NOPTIONS; i++) {
+        const struct option_def *o = &options[i];
+
+        printf("  --%-20s %-28s %s", o->flag, o->env, o->help);
+        if (o->def)
+            printf(" [default: %s]", o->def);
+        putchar('\n');
+    }
+    printf("\n  --help      print this and exit\n"
+           "  --version   print the version and exit\n");
+}
+
+static int set_option(struct config *cfg, const struct option_def *o,
+                      const char *value, const char *origin)
+{
+    char *base = (char *)cfg + o->offset;
+    long l;
+    int64_t us;
+
+    switch (o->type) {
+    case OPT_STRING: {
+        char **slot = (char **)(void *)base;
+        char *copy = strdup(value);
+
+        if (!copy)
+            abort();
+        free(*slot);
+        *slot = copy;
+        return 0;
+    }
+    case OPT_LONG:
+        if (!util_parse_long(value, o->min, o->max, &l))
+            break;
+        *(long *)(void *)base = l;
+        return 0;
+    case OPT_SECONDS:
+        if (!util_parse_seconds(value, (int64_t)o->max * 1000000, &us) ||
+            us < (int64_t)o->min * 1000000)
+            break;
+        *(int64_t *)(void *)base = us;
+        return 0;
+    case OPT_FLAG:
+        if (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, ""))
+            break;
+        *(bool *)(void *)base = strcmp(value, "1") == 0;
+        return 0;
+    }
+    fprintf(stderr, "tickets-fcgi: invalid value for %s: '%s'\n", origin,
+            value);
+    return -1;
+}
+
+static const struct option_def *find_flag(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < NOPTIONS; i++)
+        if (strlen(options[i].flag) == len &&
+            memcmp(options[i].flag, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+static int parse_argv(struct config *cfg, int argc, char **argv)
+{
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i], *eq, *value;
+        const struct option_def *o;
+
+        if (strncmp(arg, "--", 2) != 0) {
+            fprintf(stderr, "tickets-fcgi: unexpected argument '%s'\n", arg);
+            return -1;
+        }
+        arg += 2;
+        eq = strchr(arg, '=');
+        o = find_flag(arg, eq ? (size_t)(eq - arg) : strlen(arg));
+        if (!o) {
+            fprintf(stderr, "tickets-fcgi: unknown option '%s' (see --help)\n",
+                    argv[i]);
+            return -1;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (o->type == OPT_FLAG) {
+            value = "1";
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            fprintf(stderr, "tickets-fcgi: option --%s needs a value\n",
+                    o->flag);
+            return -1;
+        }
+        if (set_option(cfg, o, value, o->flag) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+char *config_read_secret(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        size_t got;
+
+        if (n + 256 + 1 > cap) {
+            char *nb;
+
+            cap = cap ? cap * 2 : 512;
+            if (cap > (1u << 20)) { /* a secret file is small */
+                free(buf);
+                fclose(f);
+                errno = EFBIG;
+                return NULL;
+            }
+            nb = realloc(buf, cap);
+            if (!nb)
+                abort();
+            buf = nb;
+        }
+        got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        fclose(f);
+        errno = EIO;
+        return NULL;
+    }
+    fclose(f);
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static int check(struct config *cfg)
+{
+    size_t len;
+
+    if (!cfg->jwt_secret_file) {
+        fprintf(stderr, "tickets-fcgi: TICKETS_JWT_SECRET_FILE (or "
+                        "--jwt-secret-file) is required\n");
+        return -1;
+    }
+    cfg->jwt_secret =
+        (unsigned char *)config_read_secret(cfg->jwt_secret_file, &len);
+    if (!cfg->jwt_secret) {
+        fprintf(stderr, "tickets-fcgi: cannot read JWT secret file '%s': %s\n",
+                cfg->jwt_secret_file, strerror(errno));
+        return -1;
+    }
+    if (len == 0) {
+        fprintf(stderr, "tickets-fcgi: JWT secret file '%s' is empty\n",
+                cfg->jwt_secret_file);
+        return -1;
+    }
+    cfg->jwt_secret_len = len;
+    if (cfg->db_password_file) {
+        cfg->db_password = config_read_secret(cfg->db_password_file, &len);
+        if (!cfg->db_password) {
+            fprintf(stderr,
+                    "tickets-fcgi: cannot read password file '%s': %s\n",
+                    cfg->db_password_file, strerror(errno));
+            return -1;
+        }
+    }
+    if (strlen(cfg->lock_prefix) + CONFIG_USER_ID_DIGITS >
+        CONFIG_LOCK_NAME_MAX) {
+        fprintf(stderr,
+                "tickets-fcgi: lock prefix '%s' is too long: with a user id "
+                "the lock name must stay within %d characters, so at most "
+                "%d\n",
+                cfg->lock_prefix, CONFIG_LOCK_NAME_MAX,
+                CONFIG_LOCK_NAME_MAX - CONFIG_USER_ID_DIGITS);
+        return -1;
+    }
+    if (cfg->lock_prefix[0] == '\0') {
+        fprintf(stderr, "tickets-fcgi: lock prefix must not be empty\n");
+        return -1;
+    }
+    return 0;
+}
+
+enum config_action config_load(struct config *cfg, int argc, char **argv)
+{
+    size_t i;
+    int a;
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (a = 1; a < argc; a++) {
+        if (strcmp(argv[a], "--help") == 0 || strcmp(argv[a], "-h") == 0) {
+            config_usage(argv[0]);
+            return CONFIG_EXIT_OK;
+        }
+        if (strcmp(argv[a], "--version") == 0) {
+            printf("tickets-fcgi %s\n", TICKETS_VERSION);
+            return CONFIG_EXIT_OK;
+        }
+    }
+    for (i = 0; i < NOPTIONS; i++) {
+        const struct option_def *o = &options[i];
+        const char *v = getenv(o->env);
+
+        if (o->def && set_option(cfg, o, o->def, o->flag) < 0)
+            return CONFIG_EXIT_ERROR;
+        if (v && *v && set_option(cfg, o, v, o->env) < 0)
+            return CONFIG_EXIT_ERROR;
+    }
+    if (parse_argv(cfg, argc, argv) < 0 || check(cfg) < 0)
+        return CONFIG_EXIT_ERROR;
+    return CONFIG_RUN;
+}
+
+void config_release(struct config *cfg)
+{
+    size_t i;
+
+    for (i = 0; i < NOPTIONS; i++)
+        if (options[i].type == OPT_STRING)
+            free(*(char **)(void *)((char *)cfg + options[i].offset));
+    if (cfg->db_password) {
+        memset(cfg->db_password, 0, strlen(cfg->db_password));
+        free(cfg->db_password);
+    }
+    if (cfg->jwt_secret) {
+        memset(cfg->jwt_secret, 0, cfg->jwt_secret_len);
+        free(cfg->jwt_secret);
+    }
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,59 @@
+/*
+ * config.h: the app's settings, from the environment and --flags.
+ *
+ * config_load() builds a struct config once, in main, before any thread
+ * starts; afterwards it is passed around as const and never changes.
+ * Status convention: 0 on success, -1 on error (message already printed).
+ */
+#ifndef TICKETS_CONFIG_H
+#define TICKETS_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* MySQL's limit for a named lock, in characters (MySQL 5.7+). */
+#define CONFIG_LOCK_NAME_MAX 64
+/* Digits of the largest user id (INT64_MAX). */
+#define CONFIG_USER_ID_DIGITS 19
+
+struct config {
+    char *db_socket;        /* NULL: use db_host and db_port */
+    char *db_host;
+    long db_port;
+    char *db_user;
+    char *db_password;      /* read from db_password_file; NULL: none */
+    char *db_password_file;
+    char *db_name;
+    char *jwt_secret_file;
+    unsigned char *jwt_secret; /* file content less one trailing newline */
+    size_t jwt_secret_len;
+    long threads;
+    int64_t lock_timeout_us; /* GET_LOCK wait */
+    int64_t db_timeout_us;   /* connect/read/write timeouts on top of it */
+    char *lock_prefix;
+    char *listen;           /* NULL: serve the socket on fd 0 */
+    bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing */
+};
+
+enum config_action { CONFIG_RUN, CONFIG_EXIT_OK, CONFIG_EXIT_ERROR };
+
+/*
+ * Fill cfg from the environment, then argv (flags win).  Reads the secret
+ * files.  Prints --help/--version or an error message itself and says
+ * whether main should run or exit.  The caller frees with config_release().
+ */
+enum config_action config_load(struct config *cfg, int argc, char **argv);
+
+void config_release(struct config *cfg);
+
+/* Print the option table, as --help does. */
+void config_usage(const char *argv0);
+
+/*
+ * Read a secret file into a NUL-terminated buffer, less one trailing
+ * newline.  Returns malloc'ed memory (the caller frees) or NULL with errno.
+ */
+char *config_read_secret(const char *path, size_t *len);
+
+#endif

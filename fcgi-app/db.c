@@ -1,0 +1,598 @@
+/*
+ * db.c: MySQL/MariaDB access through libmariadb prepared statements.
+ *
+ * Design notes:
+ * - One connection per worker thread, autocommit on, READ COMMITTED (every
+ *   statement sees what the previous lock holder committed), no automatic
+ *   reconnect (it would drop a named lock without telling us), no
+ *   CLIENT_FOUND_ROWS (so an ON DUPLICATE KEY UPDATE that changed nothing
+ *   reports 0 affected rows, not 1).
+ * - The read timeout is the lock timeout plus the database timeout, so a
+ *   GET_LOCK that waits its full time is not mistaken for a lost server.
+ * - After any unexpected error the connection is closed: the server then
+ *   rolls back its transaction and frees its named locks, which is the only
+ *   safe state when we do not know what the server did.
+ */
+#include "db.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mysql.h>
+#include <mysqld_error.h>
+
+#include "log.h"
+#include "metrics.h"
+
+/* After a failed connect, fail fast for this long before trying again. */
+#define RECONNECT_PAUSE_US 500000
+
+enum stmt_id {
+    ST_FACTS,
+    ST_TICKET,
+    ST_EVENTS,
+    ST_LOCK,
+    ST_UNLOCK,
+    ST_SEAT,
+    ST_INSERT,
+    NSTMT
+};
+
+#define TICKET_TIME "DATE_FORMAT(t.created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
+
+static const char *const stmt_sql[NSTMT] = {
+    /* One consistent read for everything a claim decides on. */
+    [ST_FACTS] =
+        "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
+        " e.free_quota, e.free_issued,"
+        " EXISTS(SELECT 1 FROM users u WHERE u.id = ?"
+        "        AND u.premium_until > UTC_TIMESTAMP()),"
+        " EXISTS(SELECT 1 FROM orders o WHERE o.user_id = ?"
+        "        AND o.event_id = e.id AND o.status IN ('pending', 'paid')),"
+        " t.id, t.code, " TICKET_TIME
+        " FROM events e LEFT JOIN free_tickets t"
+        " ON t.user_id = ? AND t.event_id = e.id"
+        " WHERE e.id = ?",
+    [ST_TICKET] = "SELECT t.id, t.code, " TICKET_TIME
+                  " FROM free_tickets t WHERE t.user_id = ? AND t.event_id = ?",
+    [ST_EVENTS] =
+        "SELECT id, title, DATE_FORMAT(starts_at, '%Y-%m-%dT%H:%i:%sZ'),"
+        " free_for_premium, free_quota, free_issued FROM events"
+        " WHERE starts_at > UTC_TIMESTAMP() ORDER BY starts_at, id LIMIT ?",
+    [ST_LOCK] = "SELECT GET_LOCK(?, ?)",
+    [ST_UNLOCK] = "SELECT RELEASE_LOCK(?)",
+    /*
+     * The seat and every rule that a concurrent writer could change, in one
+     * current (locking) read of the event row: quota cannot be oversold.
+     */
+    [ST_SEAT] =
+        "UPDATE events SET free_issued = free_issued + 1"
+        " WHERE id = ? AND free_for_premium = 1"
+        " AND starts_at > UTC_TIMESTAMP()"
+        " AND (free_quota IS NULL OR free_issued < free_quota)"
+        " AND EXISTS(SELECT 1 FROM users WHERE id = ?"
+        "            AND premium_until > UTC_TIMESTAMP())"
+        " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?"
+        "            AND event_id = ? AND status IN ('pending', 'paid'))",
+    /* The unique key (user_id, event_id) is the guard of last resort. */
+    [ST_INSERT] = "INSERT INTO free_tickets (user_id, event_id, code, created_at)"
+                  " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id",
+};
+
+struct db {
+    const struct config *cfg;
+    MYSQL *conn;              /* NULL: closed */
+    MYSQL_STMT *stmt[NSTMT];
+    int locks_held;           /* named locks this session holds */
+    int64_t next_connect_us;  /* monotonic; fail fast before this */
+};
+
+int db_library_init(void)
+{
+    return mysql_library_init(0, NULL, NULL) ? -1 : 0;
+}
+
+void db_library_end(void)
+{
+    mysql_library_end();
+}
+
+static void db_close(struct db *db)
+{
+    int i;
+
+    if (!db->conn)
+        return;
+    for (i = 0; i < NSTMT; i++) {
+        if (db->stmt[i])
+            mysql_stmt_close(db->stmt[i]);
+        db->stmt[i] = NULL;
+    }
+    mysql_close(db->conn);
+    db->conn = NULL;
+    if (db->locks_held)
+        log_msg(LOG_WARN, "closed a connection that held a named lock; the "
+                          "server has released it");
+    db->locks_held = 0;
+}
+
+static unsigned int ceil_seconds(int64_t us)
+{
+    return (unsigned int)((us + 999999) / 1000000);
+}
+
+static enum db_status db_open(struct db *db)
+{
+    const struct config *cfg = db->cfg;
+    unsigned int connect_s = ceil_seconds(cfg->db_timeout_us);
+    unsigned int read_s = ceil_seconds(cfg->lock_timeout_us + cfg->db_timeout_us);
+    my_bool off = 0;
+    int64_t now = util_now_us();
+    int i;
+
+    if (now < db->next_connect_us)
+        return DB_UNAVAILABLE;
+    db->conn = mysql_init(NULL);
+    if (!db->conn) {
+        log_msg(LOG_ERROR, "mysql_init() failed: out of memory");
+        abort();
+    }
+    mysql_options(db->conn, MYSQL_OPT_CONNECT_TIMEOUT, &connect_s);
+    mysql_options(db->conn, MYSQL_OPT_READ_TIMEOUT, &read_s);
+    mysql_options(db->conn, MYSQL_OPT_WRITE_TIMEOUT, &connect_s);
+    mysql_options(db->conn, MYSQL_OPT_RECONNECT, &off);
+    mysql_options(db->conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+    mysql_options(db->conn, MYSQL_INIT_COMMAND,
+                  "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    if (!mysql_real_connect(db->conn, cfg->db_socket ? NULL : cfg->db_host,
+                            cfg->db_user, cfg->db_password, cfg->db_name,
+                            cfg->db_socket ? 0 : (unsigned int)cfg->db_port,
+                            cfg->db_socket, 0)) {
+        log_msg(LOG_ERROR, "cannot connect to the database: %s",
+                mysql_error(db->conn));
+        goto fail;
+    }
+    for (i = 0; i < NSTMT; i++) {
+        db->stmt[i] = mysql_stmt_init(db->conn);
+        if (!db->stmt[i] ||
+            mysql_stmt_prepare(db->stmt[i], stmt_sql[i], strlen(stmt_sql[i]))) {
+            log_msg(LOG_ERROR, "cannot prepare statement %d: %s", i,
+                    db->stmt[i] ? mysql_stmt_error(db->stmt[i])
+                                : mysql_error(db->conn));
+            goto fail;
+        }
+    }
+    metrics_inc(METRIC_db_connects);
+    return DB_OK;
+fail:
+    metrics_inc(METRIC_db_errors);
+    db_close(db);
+    db->next_connect_us = now + RECONNECT_PAUSE_US;
+    return DB_UNAVAILABLE;
+}
+
+/* Connect if needed; only where no named lock can be held. */
+static enum db_status db_ensure(struct db *db)
+{
+    if (db->conn)
+        return DB_OK;
+    return db_open(db);
+}
+
+struct db *db_new(const struct config *cfg)
+{
+    struct db *db = calloc(1, sizeof(*db));
+
+    if (!db)
+        abort();
+    mysql_thread_init();
+    db->cfg = cfg;
+    db_ensure(db); /* open at start; a failure is retried on first use */
+    return db;
+}
+
+void db_free(struct db *db)
+{
+    if (!db)
+        return;
+    db_close(db);
+    free(db);
+    mysql_thread_end();
+}
+
+int db_locks_held(const struct db *db)
+{
+    return db->locks_held;
+}
+
+/*
+ * Map a failed call.  Deadlocks and lock wait timeouts leave the session
+ * usable; anything else closes it (see the file comment).
+ */
+static enum db_status db_fail(struct db *db, MYSQL_STMT *st, const char *what)
+{
+    unsigned int err = st ? mysql_stmt_errno(st) : mysql_errno(db->conn);
+    const char *msg = st ? mysql_stmt_error(st) : mysql_error(db->conn);
+
+    if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT) {
+        log_msg(LOG_WARN, "%s: %s (will retry)", what, msg);
+        return DB_RETRY;
+    }
+    log_msg(LOG_ERROR, "%s failed: %s (%u)", what, msg, err);
+    metrics_inc(METRIC_db_errors);
+    db_close(db);
+    return DB_UNAVAILABLE;
+}
+
+static void bind_i64(MYSQL_BIND *b, const int64_t *v)
+{
+    memset(b, 0, sizeof(*b));
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = (void *)(uintptr_t)v;
+}
+
+static void bind_str(MYSQL_BIND *b, const char *s, unsigned long *len)
+{
+    memset(b, 0, sizeof(*b));
+    *len = strlen(s);
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = (void *)(uintptr_t)s;
+    b->buffer_length = *len;
+    b->length = len;
+}
+
+/* A result column: its buffer and whether it was NULL. */
+struct col {
+    MYSQL_BIND *b;
+    my_bool is_null;
+    unsigned long len;
+};
+
+static void out_i64(MYSQL_BIND *b, my_bool *is_null, int64_t *v)
+{
+    memset(b, 0, sizeof(*b));
+    b->buffer_type = MYSQL_TYPE_LONGLONG;
+    b->buffer = v;
+    b->is_null = is_null;
+}
+
+static void out_str(MYSQL_BIND *b, my_bool *is_null, unsigned long *len,
+                    char *buf, size_t size)
+{
+    memset(b, 0, sizeof(*b));
+    b->buffer_type = MYSQL_TYPE_STRING;
+    b->buffer = buf;
+    b->buffer_length = size; /* the client NUL-terminates when it fits */
+    b->is_null = is_null;
+    b->length = len;
+}
+
+/* Execute a statement, binding params and results (either may be NULL). */
+static enum db_status db_exec(struct db *db, enum stmt_id id,
+                              MYSQL_BIND *params, MYSQL_BIND *results)
+{
+    MYSQL_STMT *st = db->stmt[id];
+
+    if ((params && mysql_stmt_bind_param(st, params)) ||
+        mysql_stmt_execute(st) ||
+        (results && mysql_stmt_bind_result(st, results)))
+        return db_fail(db, st, "statement");
+    return DB_OK;
+}
+
+/* Fetch the next row: DB_OK, DB_NOT_FOUND at the end, or a failure. */
+static enum db_status db_fetch(struct db *db, enum stmt_id id)
+{
+    int rc = mysql_stmt_fetch(db->stmt[id]);
+
+    if (rc == 0 || rc == MYSQL_DATA_TRUNCATED)
+        return DB_OK;
+    if (rc == MYSQL_NO_DATA)
+        return DB_NOT_FOUND;
+    return db_fail(db, db->stmt[id], "fetch");
+}
+
+/* Fetch at most one row and drain the rest of the result. */
+static enum db_status db_fetch_one(struct db *db, enum stmt_id id)
+{
+    enum db_status rc = db_fetch(db, id), drain;
+
+    if (rc != DB_OK)
+        return rc;
+    while ((drain = db_fetch(db, id)) == DB_OK)
+        ;
+    return drain == DB_NOT_FOUND ? DB_OK : drain;
+}
+
+enum db_status db_ping(struct db *db)
+{
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    if (mysql_ping(db->conn))
+        return db_fail(db, NULL, "ping");
+    return DB_OK;
+}
+
+enum db_status db_claim_facts(struct db *db, int64_t user_id,
+                              int64_t event_id, struct claim_facts *f)
+{
+    MYSQL_BIND p[4], r[9];
+    my_bool null[9];
+    unsigned long len[9];
+    int64_t v[7];
+    enum db_status rc;
+    int i;
+
+    memset(f, 0, sizeof(*f));
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    bind_i64(&p[0], &user_id);
+    bind_i64(&p[1], &user_id);
+    bind_i64(&p[2], &user_id);
+    bind_i64(&p[3], &event_id);
+    for (i = 0; i < 7; i++)
+        out_i64(&r[i], &null[i], &v[i]);
+    out_str(&r[7], &null[7], &len[7], f->ticket.code, sizeof(f->ticket.code));
+    out_str(&r[8], &null[8], &len[8], f->ticket.created_at,
+            sizeof(f->ticket.created_at));
+    rc = db_exec(db, ST_FACTS, p, r);
+    if (rc == DB_OK)
+        rc = db_fetch_one(db, ST_FACTS);
+    if (rc == DB_NOT_FOUND)
+        return DB_OK; /* no such event: event_found stays false */
+    if (rc != DB_OK)
+        return rc == DB_RETRY ? DB_UNAVAILABLE : rc;
+    f->event_found = true;
+    f->free_for_premium = v[0] != 0;
+    f->started = v[1] != 0;
+    f->has_quota = !null[2];
+    f->free_quota = null[2] ? 0 : (uint32_t)v[2];
+    f->free_issued = (uint32_t)v[3];
+    f->user_premium = v[4] != 0;
+    f->paid_order = v[5] != 0;
+    f->has_ticket = !null[6];
+    if (f->has_ticket) {
+        f->ticket.id = v[6];
+        f->ticket.user_id = user_id;
+        f->ticket.event_id = event_id;
+    }
+    return DB_OK;
+}
+
+enum db_status db_get_ticket(struct db *db, int64_t user_id, int64_t event_id,
+                             struct ticket *t)
+{
+    MYSQL_BIND p[2], r[3];
+    my_bool null[3];
+    unsigned long len[3];
+    enum db_status rc;
+
+    memset(t, 0, sizeof(*t));
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    bind_i64(&p[0], &user_id);
+    bind_i64(&p[1], &event_id);
+    out_i64(&r[0], &null[0], &t->id);
+    out_str(&r[1], &null[1], &len[1], t->code, sizeof(t->code));
+    out_str(&r[2], &null[2], &len[2], t->created_at, sizeof(t->created_at));
+    rc = db_exec(db, ST_TICKET, p, r);
+    if (rc == DB_OK)
+        rc = db_fetch_one(db, ST_TICKET);
+    if (rc == DB_RETRY)
+        rc = DB_UNAVAILABLE;
+    t->user_id = user_id;
+    t->event_id = event_id;
+    return rc;
+}
+
+enum db_status db_list_events(struct db *db, unsigned limit,
+                              void (*row)(const struct event_row *, void *),
+                              void *ctx)
+{
+    MYSQL_BIND p[1], r[6];
+    my_bool null[6];
+    unsigned long len[6];
+    int64_t lim = limit, v[3];
+    struct event_row e;
+    enum db_status rc;
+
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    bind_i64(&p[0], &lim);
+    out_i64(&r[0], &null[0], &e.id);
+    out_str(&r[1], &null[1], &len[1], e.title, sizeof(e.title));
+    out_str(&r[2], &null[2], &len[2], e.starts_at, sizeof(e.starts_at));
+    out_i64(&r[3], &null[3], &v[0]);
+    out_i64(&r[4], &null[4], &v[1]);
+    out_i64(&r[5], &null[5], &v[2]);
+    rc = db_exec(db, ST_EVENTS, p, r);
+    while (rc == DB_OK && (rc = db_fetch(db, ST_EVENTS)) == DB_OK) {
+        e.free_for_premium = v[0] != 0;
+        e.has_quota = !null[4];
+        e.free_quota = null[4] ? 0 : (uint32_t)v[1];
+        e.free_issued = (uint32_t)v[2];
+        row(&e, ctx);
+    }
+    if (rc == DB_NOT_FOUND)
+        return DB_OK;
+    return rc == DB_RETRY ? DB_UNAVAILABLE : rc;
+}
+
+static void lock_name(const struct db *db, int64_t user_id, char *out,
+                      size_t size)
+{
+    snprintf(out, size, "%s%" PRId64, db->cfg->lock_prefix, user_id);
+}
+
+enum db_status db_user_lock(struct db *db, int64_t user_id)
+{
+    char name[CONFIG_LOCK_NAME_MAX + 1];
+    unsigned long name_len;
+    double timeout = (double)db->cfg->lock_timeout_us / 1e6;
+    MYSQL_BIND p[2], r[1];
+    my_bool null = 0;
+    int64_t got = 0, t0;
+    enum db_status rc;
+
+    if (db->locks_held) {
+        log_msg(LOG_ERROR, "bug: GET_LOCK while a named lock is held");
+        abort();
+    }
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    lock_name(db, user_id, name, sizeof(name));
+    bind_str(&p[0], name, &name_len);
+    memset(&p[1], 0, sizeof(p[1]));
+    p[1].buffer_type = MYSQL_TYPE_DOUBLE;
+    p[1].buffer = &timeout;
+    out_i64(&r[0], &null, &got);
+    t0 = util_now_us();
+    rc = db_exec(db, ST_LOCK, p, r);
+    if (rc == DB_OK)
+        rc = db_fetch_one(db, ST_LOCK);
+    metrics_lock_wait(util_now_us() - t0);
+    if (rc == DB_RETRY) /* a lock deadlock: we are the victim, not holding */
+        return DB_LOCK_TIMEOUT;
+    if (rc != DB_OK)
+        return DB_UNAVAILABLE;
+    if (null) {
+        /* killed or out of memory: we cannot know what we hold, start over */
+        log_msg(LOG_ERROR, "GET_LOCK('%s') returned NULL", name);
+        metrics_inc(METRIC_db_errors);
+        db_close(db);
+        return DB_UNAVAILABLE;
+    }
+    if (got != 1) {
+        metrics_inc(METRIC_lock_timeouts);
+        return DB_LOCK_TIMEOUT;
+    }
+    db->locks_held = 1;
+    return DB_OK;
+}
+
+void db_user_unlock(struct db *db, int64_t user_id)
+{
+    char name[CONFIG_LOCK_NAME_MAX + 1];
+    unsigned long name_len;
+    MYSQL_BIND p[1], r[1];
+    my_bool null = 0;
+    int64_t got = 0;
+    enum db_status rc;
+
+    if (!db->conn || !db->locks_held) {
+        db->locks_held = 0; /* the session ended, and the lock with it */
+        return;
+    }
+    lock_name(db, user_id, name, sizeof(name));
+    bind_str(&p[0], name, &name_len);
+    out_i64(&r[0], &null, &got);
+    rc = db_exec(db, ST_UNLOCK, p, r);
+    if (rc == DB_OK)
+        rc = db_fetch_one(db, ST_UNLOCK);
+    if (rc != DB_OK || null || got != 1) {
+        /* closing the session is the release that cannot fail */
+        if (rc == DB_OK || rc == DB_RETRY) {
+            log_msg(LOG_ERROR, "RELEASE_LOCK('%s') did not release it", name);
+            metrics_inc(METRIC_db_errors);
+        }
+        db_close(db);
+    }
+    db->locks_held = 0;
+}
+
+/* Transaction control needs the session: never reconnect here. */
+static enum db_status db_simple(struct db *db, const char *sql,
+                                const char *what)
+{
+    if (!db->conn)
+        return DB_UNAVAILABLE;
+    if (mysql_real_query(db->conn, sql, strlen(sql)))
+        return db_fail(db, NULL, what);
+    return DB_OK;
+}
+
+enum db_status db_begin(struct db *db)
+{
+    return db_simple(db, "START TRANSACTION", "START TRANSACTION");
+}
+
+enum db_status db_commit(struct db *db)
+{
+    return db_simple(db, "COMMIT", "COMMIT");
+}
+
+void db_rollback(struct db *db)
+{
+    if (db_simple(db, "ROLLBACK", "ROLLBACK") == DB_RETRY)
+        db_close(db);
+}
+
+enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
+{
+    MYSQL_BIND p[4];
+    enum db_status rc;
+
+    if (!db->conn)
+        return DB_UNAVAILABLE;
+    bind_i64(&p[0], &event_id);
+    bind_i64(&p[1], &user_id);
+    bind_i64(&p[2], &user_id);
+    bind_i64(&p[3], &event_id);
+    rc = db_exec(db, ST_SEAT, p, NULL);
+    if (rc != DB_OK)
+        return rc;
+    return mysql_stmt_affected_rows(db->stmt[ST_SEAT]) == 1 ? DB_OK
+                                                            : DB_NOT_FOUND;
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" to MYSQL_TIME. */
+static int parse_time(const char *s, MYSQL_TIME *t)
+{
+    unsigned y, mo, d, h, mi, sec;
+    unsigned long us;
+
+    memset(t, 0, sizeof(*t));
+    if (sscanf(s, "%4u-%2u-%2uT%2u:%2u:%2u.%6luZ", &y, &mo, &d, &h, &mi, &sec,
+               &us) != 7)
+        return -1;
+    t->year = y;
+    t->month = mo;
+    t->day = d;
+    t->hour = h;
+    t->minute = mi;
+    t->second = sec;
+    t->second_part = us;
+    t->time_type = MYSQL_TIMESTAMP_DATETIME;
+    return 0;
+}
+
+enum db_status db_insert_ticket(struct db *db, struct ticket *t)
+{
+    MYSQL_BIND p[4];
+    MYSQL_TIME created;
+    unsigned long code_len;
+    enum db_status rc;
+
+    if (!db->conn)
+        return DB_UNAVAILABLE;
+    if (parse_time(t->created_at, &created) < 0) {
+        log_msg(LOG_ERROR, "bug: bad ticket time '%s'", t->created_at);
+        abort();
+    }
+    bind_i64(&p[0], &t->user_id);
+    bind_i64(&p[1], &t->event_id);
+    bind_str(&p[2], t->code, &code_len);
+    memset(&p[3], 0, sizeof(p[3]));
+    p[3].buffer_type = MYSQL_TYPE_DATETIME;
+    p[3].buffer = &created;
+    rc = db_exec(db, ST_INSERT, p, NULL);
+    if (rc != DB_OK)
+        return rc;
+    /* 1: inserted; 0: the row exists (id = id changed nothing) */
+    if (mysql_stmt_affected_rows(db->stmt[ST_INSERT]) != 1)
+        return DB_DUPLICATE;
+    t->id = (int64_t)mysql_stmt_insert_id(db->stmt[ST_INSERT]);
+    return DB_OK;
+}

@@ -1,0 +1,135 @@
+/*
+ * db.h: the database, and the only module that includes <mysql.h>.
+ *
+ * One struct db per worker thread: one MySQL connection with its prepared
+ * statements, owned by that thread for life and never shared.  The
+ * connection opens lazily and reopens after a failure, but only where no
+ * named lock can be held (a reconnect would drop the lock silently): calls
+ * marked "needs the open session" below fail with DB_UNAVAILABLE instead of
+ * reconnecting.  db.c knows SQL, not the rules: the decisions are in
+ * tickets.c.
+ *
+ * Status convention: enum db_status.  Every failure is logged here, once,
+ * with the server's message; after DB_UNAVAILABLE the connection is closed
+ * and any named lock it held is gone (the server frees a session's locks
+ * when it ends).
+ */
+#ifndef TICKETS_DB_H
+#define TICKETS_DB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "util.h"
+
+enum db_status {
+    DB_OK,
+    DB_NOT_FOUND,    /* no such row, or a conditional write matched none */
+    DB_DUPLICATE,    /* the insert hit an existing row: nothing written */
+    DB_RETRY,        /* deadlock or lock wait timeout: roll back, try again */
+    DB_LOCK_TIMEOUT, /* GET_LOCK gave up after the lock timeout */
+    DB_UNAVAILABLE,  /* cannot reach the server, or it failed */
+};
+
+#define TICKET_CODE_LEN 32
+
+struct ticket {
+    int64_t id;
+    int64_t user_id;
+    int64_t event_id;
+    char code[TICKET_CODE_LEN + 1];
+    char created_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" */
+};
+
+/* What a claim needs to know, read in one consistent statement. */
+struct claim_facts {
+    bool event_found;
+    bool free_for_premium;
+    bool started;      /* starts_at <= now */
+    bool has_quota;    /* free_quota is not NULL */
+    uint32_t free_quota;
+    uint32_t free_issued;
+    bool user_premium; /* the user exists and premium_until > now */
+    bool paid_order;   /* an order with status pending or paid */
+    bool has_ticket;
+    struct ticket ticket; /* valid when has_ticket */
+};
+
+#define EVENT_TITLE_MAX 800 /* VARCHAR(200) of utf8mb4 */
+
+struct event_row {
+    int64_t id;
+    char title[EVENT_TITLE_MAX + 1];
+    char starts_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SSZ" */
+    bool free_for_premium;
+    bool has_quota;
+    uint32_t free_quota;
+    uint32_t free_issued;
+};
+
+struct db;
+
+/* Call once in main before any thread: mysql_library_init. */
+int db_library_init(void);
+void db_library_end(void);
+
+/* Per worker thread: allocate (and try to connect); never returns NULL. */
+struct db *db_new(const struct config *cfg);
+/* Close the connection and free; also ends the thread's client state. */
+void db_free(struct db *db);
+
+/* Reconnect if needed and check that the server answers. */
+enum db_status db_ping(struct db *db);
+
+/* Read the facts of (user, event); may reconnect.  DB_OK or unavailable. */
+enum db_status db_claim_facts(struct db *db, int64_t user_id,
+                              int64_t event_id, struct claim_facts *out);
+
+/* The user's ticket for the event: DB_OK, DB_NOT_FOUND; may reconnect. */
+enum db_status db_get_ticket(struct db *db, int64_t user_id, int64_t event_id,
+                             struct ticket *out);
+
+/* Upcoming events ordered by starts_at, at most limit; may reconnect. */
+enum db_status db_list_events(struct db *db, unsigned limit,
+                              void (*row)(const struct event_row *, void *),
+                              void *ctx);
+
+/*
+ * The per-user named lock, GET_LOCK(prefix || user_id, lock timeout).
+ * Must not be held already (a session may hold a name twice and would then
+ * owe two releases).  DB_OK: held; DB_LOCK_TIMEOUT; DB_UNAVAILABLE.  May
+ * reconnect first, since no lock is held yet.
+ */
+enum db_status db_user_lock(struct db *db, int64_t user_id);
+/*
+ * Release it.  If RELEASE_LOCK fails or does not answer 1, the connection
+ * is closed, which frees the lock on the server.  Always leaves no lock held.
+ */
+void db_user_unlock(struct db *db, int64_t user_id);
+/* How many named locks this connection holds (0 or 1). */
+int db_locks_held(const struct db *db);
+
+/* Transactions; these need the open session (no reconnect). */
+enum db_status db_begin(struct db *db);
+enum db_status db_commit(struct db *db);
+/* Roll back; on failure the connection is closed, which rolls back too. */
+void db_rollback(struct db *db);
+
+/*
+ * In a transaction: count one seat of the event, if the claim is allowed
+ * right now (premium user, free event, not started, no pending or paid
+ * order, quota left).  DB_OK: counted; DB_NOT_FOUND: some condition failed.
+ * Needs the open session.
+ */
+enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id);
+
+/*
+ * In a transaction: INSERT ... ON DUPLICATE KEY UPDATE the ticket t (user,
+ * event, code and created_at set).  DB_OK: a new row, t->id set;
+ * DB_DUPLICATE: a row with the same (user, event) or code exists.  Needs
+ * the open session.
+ */
+enum db_status db_insert_ticket(struct db *db, struct ticket *t);
+
+#endif

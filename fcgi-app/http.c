@@ -1,0 +1,266 @@
+/*
+ * http.c: the FastCGI side of a request (libfcgi's thread-safe FCGX_* API).
+ *
+ * The body is read to EOF even when it is not needed: with
+ * fastcgi_keep_conn a leftover STDIN record would break the next request on
+ * the connection, and without it nginx has already buffered the body.  At
+ * most HTTP_DRAIN_MAX bytes are read, so a raw FastCGI client cannot keep a
+ * thread reading forever.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <fcgiapp.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define HTTP_DRAIN_MAX (1024 * 1024)
+#define HTTP_PATH_MAX 2048
+
+struct http_conn {
+    FCGX_Request fcgx;
+    bool accepted;   /* between http_accept and http_finish */
+    bool responded;
+    char body[HTTP_BODY_MAX + 1];
+    char path[HTTP_PATH_MAX + 1]; /* REQUEST_URI fallback, decoded */
+};
+
+int http_library_init(void)
+{
+    return FCGX_Init() == 0 ? 0 : -1;
+}
+
+struct http_request *http_request_new(int listen_fd)
+{
+    struct http_request *r = calloc(1, sizeof(*r));
+
+    if (!r || !(r->conn = calloc(1, sizeof(*r->conn))))
+        abort();
+    if (FCGX_InitRequest(&r->conn->fcgx, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
+        abort();
+    return r;
+}
+
+void http_request_free(struct http_request *r)
+{
+    if (!r)
+        return;
+    http_finish(r);
+    FCGX_Free(&r->conn->fcgx, 1);
+    free(r->conn);
+    free(r);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * The path part of REQUEST_URI, percent-decoded as nginx decodes
+ * DOCUMENT_URI.  False if it is too long, badly escaped, or decodes to NUL.
+ */
+static bool decode_path(const char *uri, char *out, size_t size)
+{
+    size_t n = 0;
+
+    for (; *uri && *uri != '?' && *uri != '#'; uri++) {
+        char c = *uri;
+
+        if (c == '%') {
+            int hi = hexval(uri[1]), lo = hi < 0 ? -1 : hexval(uri[2]);
+
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return false;
+            c = (char)(hi * 16 + lo);
+            uri += 2;
+        }
+        if (n + 1 >= size)
+            return false;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    return true;
+}
+
+static void read_body(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    char scratch[4096];
+    size_t total = 0;
+    int n;
+
+    while (total < HTTP_BODY_MAX + 1 &&
+           (n = FCGX_GetStr(c->body + total, (int)(HTTP_BODY_MAX + 1 - total),
+                            c->fcgx.in)) > 0)
+        total += (size_t)n;
+    if (total > HTTP_BODY_MAX) {
+        r->body_too_large = true;
+        total = HTTP_BODY_MAX;
+        /* drain what is left, bounded */
+        while (total < HTTP_DRAIN_MAX &&
+               (n = FCGX_GetStr(scratch, sizeof(scratch), c->fcgx.in)) > 0)
+            total += (size_t)n;
+        total = HTTP_BODY_MAX;
+    }
+    c->body[total] = '\0';
+    r->body = c->body;
+    r->body_len = total;
+}
+
+int http_accept(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+    char **env;
+    const char *uri;
+    int rc;
+
+    rc = FCGX_Accept_r(&c->fcgx);
+    if (rc < 0)
+        return rc;
+    memset(r, 0, offsetof(struct http_request, conn));
+    c->accepted = true;
+    c->responded = false;
+    r->start_us = util_now_us();
+    env = c->fcgx.envp;
+    r->method = FCGX_GetParam("REQUEST_METHOD", env);
+    if (!r->method)
+        r->method = "";
+    r->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
+    r->request_id = FCGX_GetParam("REQUEST_ID", env);
+    r->path = FCGX_GetParam("DOCUMENT_URI", env);
+    if (!r->path || !*r->path) {
+        uri = FCGX_GetParam("REQUEST_URI", env);
+        r->path = c->path;
+        if (!uri || !decode_path(uri, c->path, sizeof(c->path))) {
+            c->path[0] = '\0';
+            r->bad_path = true;
+        }
+    }
+    read_body(r);
+    return 0;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+static void send_raw(struct http_request *r, int status,
+                     const char *content_type, const char *extra_headers,
+                     const char *body, size_t len)
+{
+    struct http_conn *c = r->conn;
+
+    if (!c->accepted || c->responded)
+        return;
+    c->responded = true;
+    r->status = status;
+    FCGX_FPrintF(c->fcgx.out,
+                 "Status: %d %s\r\n"
+                 "Content-Type: %s\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\n"
+                 "%s\r\n",
+                 status, reason(status), content_type, len,
+                 extra_headers ? extra_headers : "");
+    FCGX_PutStr(body, (int)len, c->fcgx.out);
+}
+
+void http_send_json(struct http_request *r, int status, json_t *body,
+                    const char *extra_headers)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    size_t len;
+
+    json_decref(body);
+    if (!text)
+        abort(); /* out of memory */
+    len = strlen(text);
+    send_raw(r, status, "application/json", extra_headers, text, len);
+    free(text);
+}
+
+void http_send_error(struct http_request *r, int status, const char *code,
+                     const char *message, const char *extra_headers)
+{
+    http_send_json(r, status,
+                   json_pack("{s:s, s:s}", "error", code, "message", message),
+                   extra_headers);
+}
+
+void http_send_text(struct http_request *r, int status,
+                    const char *content_type, const char *text)
+{
+    send_raw(r, status, content_type, NULL, text, strlen(text));
+}
+
+/* A string field; text that is not UTF-8 is logged as "?" rather than lost. */
+static void set_text(json_t *o, const char *key, const char *s)
+{
+    json_t *v = json_string(s ? s : "");
+
+    json_object_set_new(o, key, v ? v : json_string("?"));
+}
+
+static void access_log(const struct http_request *r)
+{
+    json_t *o = json_object();
+
+    if (!o)
+        return;
+    set_text(o, "method", r->method);
+    set_text(o, "path", r->path);
+    json_object_set_new(o, "status", json_integer(r->status));
+    json_object_set_new(
+        o, "duration_ms",
+        json_real((double)(util_now_us() - r->start_us) / 1000.0));
+    if (r->user_id)
+        json_object_set_new(o, "user_id", json_integer(r->user_id));
+    if (r->event_id)
+        json_object_set_new(o, "event_id", json_integer(r->event_id));
+    if (r->outcome)
+        set_text(o, "outcome", r->outcome);
+    if (r->request_id)
+        set_text(o, "request_id", r->request_id);
+    log_event(LOG_INFO, "request", o);
+}
+
+void http_finish(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+
+    if (!c->accepted)
+        return;
+    if (!c->responded)
+        http_send_error(r, 500, "internal", "no response was produced", NULL);
+    metrics_response(r->status);
+    access_log(r);
+    c->accepted = false;
+    FCGX_Finish_r(&c->fcgx);
+}

@@ -1,0 +1,80 @@
+/*
+ * http.h: one request as FastCGI hands it over, and its response.
+ *
+ * http_accept() waits for the next request on the listening socket and
+ * parses what the app needs from the params: the method, the path
+ * (DOCUMENT_URI, else the path of REQUEST_URI, percent-decoded), the
+ * Authorization header and the body (at most HTTP_BODY_MAX bytes are kept;
+ * more is remembered as too large).  Strings point into the request and live
+ * until http_finish().
+ *
+ * A request is owned by one thread at a time; it may be handed to another
+ * (a parked claim is answered by its leader), never shared.
+ */
+#ifndef TICKETS_HTTP_H
+#define TICKETS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "inflight.h"
+
+#define HTTP_BODY_MAX 4096
+
+struct http_conn; /* the FastCGI side, private to http.c */
+
+struct http_request {
+    const char *method;
+    const char *path;          /* decoded, without the query */
+    const char *authorization; /* NULL when absent */
+    const char *request_id;    /* nginx's $request_id, or NULL */
+    const char *body;          /* NUL-terminated, body_len bytes */
+    size_t body_len;
+    bool body_too_large;       /* more than HTTP_BODY_MAX bytes came */
+    bool bad_path;             /* the path could not be decoded */
+    /* filled in by the handlers, for the log line */
+    int64_t user_id;           /* 0: unknown */
+    int64_t event_id;          /* 0: unknown */
+    const char *outcome;
+    int status;
+    int64_t start_us;
+    struct inflight_waiter waiter; /* while parked */
+    struct http_conn *conn;
+};
+
+/* Once in main, before any thread: FCGX_Init. 0 or -1. */
+int http_library_init(void);
+
+/* A request bound to the listening socket fd; aborts when out of memory. */
+struct http_request *http_request_new(int listen_fd);
+void http_request_free(struct http_request *r);
+
+/*
+ * Wait for and read the next request.  0 on success, or a negative errno
+ * from FCGX_Accept_r (the caller decides whether to stop or retry).
+ */
+int http_accept(struct http_request *r);
+
+/*
+ * Send a response.  status is the HTTP status; body is taken (its reference
+ * is stolen).  extra_headers is NULL or one or more "Name: value\r\n" lines.
+ * Only the first response of a request is sent.
+ */
+void http_send_json(struct http_request *r, int status, json_t *body,
+                    const char *extra_headers);
+/* {"error": code, "message": message} */
+void http_send_error(struct http_request *r, int status, const char *code,
+                     const char *message, const char *extra_headers);
+void http_send_text(struct http_request *r, int status,
+                    const char *content_type, const char *text);
+
+/*
+ * End the request: flush, close the connection, write the access log line.
+ * Calling it again does nothing until the next http_accept().
+ */
+void http_finish(struct http_request *r);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * metrics.h: the app's counters, for GET /metrics (Prometheus text format).
+ *
+ * Every counter is listed once in the X-macros below; increments are
+ * relaxed atomics, so any thread may call these at any time.
+ */
+#ifndef TICKETS_METRICS_H
+#define TICKETS_METRICS_H
+
+#include <stdint.h>
+
+/* Plain counters: X(field, prometheus name, help). */
+#define METRICS_COUNTERS(X)                                                   \
+    X(lock_timeouts, "tickets_lock_timeouts_total",                           \
+      "Claims answered busy because the per-user lock was not acquired")      \
+    X(db_errors, "tickets_db_errors_total",                                   \
+      "Database calls that failed (the request got 503 or was retried)")      \
+    X(db_connects, "tickets_db_connects_total",                               \
+      "Database connections opened (first connect and reconnects)")           \
+    X(tx_retries, "tickets_db_transaction_retries_total",                     \
+      "Claim transactions retried after a deadlock or lock wait timeout")     \
+    X(coalesced, "tickets_coalesced_claims_total",                            \
+      "Claims answered from a concurrent claim of the same user in this "     \
+      "process")                                                              \
+    X(accept_errors, "tickets_accept_errors_total",                           \
+      "Failed FastCGI accepts (retried after a pause)")
+
+/* Claim outcomes, in contract order: X(outcome name). */
+#define METRICS_OUTCOMES(X)                                                   \
+    X(event_not_found) X(existing) X(not_premium) X(not_free)                 \
+    X(event_started) X(paid_order_exists) X(sold_out) X(created) X(busy)      \
+    X(unavailable)
+
+enum metrics_counter {
+#define X(field, name, help) METRIC_##field,
+    METRICS_COUNTERS(X)
+#undef X
+    METRIC_NCOUNTERS
+};
+
+enum metrics_outcome {
+#define X(name) METRIC_OUTCOME_##name,
+    METRICS_OUTCOMES(X)
+#undef X
+    METRIC_NOUTCOMES
+};
+
+void metrics_inc(enum metrics_counter c);
+void metrics_claim(enum metrics_outcome o);
+/* Count a response by HTTP status. */
+void metrics_response(int status);
+/* Record how long a GET_LOCK took, acquired or not. */
+void metrics_lock_wait(int64_t us);
+/* Gauges: a worker started or stopped serving a request; parked claims. */
+void metrics_busy(int delta);
+void metrics_parked(int delta);
+void metrics_set_threads(long n);
+
+/*
+ * Render all metrics in the Prometheus text exposition format.
+ * Returns malloc'ed text; the caller frees.
+ */
+char *metrics_render(void);
+
+#endif

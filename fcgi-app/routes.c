@@ -1,0 +1,380 @@
+/*
+ * routes.c: which handler serves a request, and the HTTP face of outcomes.
+ *
+ * Claims go through inflight.c: the first claim of a user in this process
+ * leads, later ones are parked and answered by the leader (see inflight.h
+ * for why).  Every other route is a plain call.
+ */
+#include "routes.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "inflight.h"
+#include "log.h"
+#include "metrics.h"
+#include "tickets.h"
+#include "util.h"
+
+#define EVENTS_LIST_MAX 1000
+#define RETRY_AFTER "Retry-After: 1\r\n"
+
+typedef void (*handler_fn)(const struct route_ctx *, struct http_request *,
+                           const char *arg, size_t arg_len);
+
+static void events_list(const struct route_ctx *, struct http_request *,
+                        const char *, size_t);
+static void participation_get(const struct route_ctx *, struct http_request *,
+                              const char *, size_t);
+static void health(const struct route_ctx *, struct http_request *,
+                   const char *, size_t);
+static void metrics(const struct route_ctx *, struct http_request *,
+                    const char *, size_t);
+
+static const struct route {
+    enum route_id id;
+    const char *prefix; /* the path, or what comes before {event_id} */
+    const char *suffix; /* NULL: exact path; else what follows {event_id} */
+    handler_fn get;     /* GET and HEAD */
+    bool post;          /* POST: the claim, which may park the request */
+    const char *allow;
+} routes[] = {
+    {ROUTE_EVENTS, "/api/events", NULL, events_list, false, "GET, HEAD"},
+    {ROUTE_PARTICIPATION, "/api/events/", "/participation", participation_get,
+     true, "GET, HEAD, POST"},
+    {ROUTE_HEALTH, "/api/health", NULL, health, false, "GET, HEAD"},
+    {ROUTE_METRICS, "/metrics", NULL, metrics, false, "GET, HEAD"},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Outcome -> HTTP, the one table (CONTRACT.md claim table). */
+static const struct {
+    int status;
+    const char *error; /* NULL: a ticket body */
+    const char *message;
+} outcome_http[] = {
+    [CLAIM_EVENT_NOT_FOUND] = {404, "event_not_found", "no such event"},
+    [CLAIM_EXISTING] = {200, NULL, NULL},
+    [CLAIM_NOT_PREMIUM] = {403, "not_premium",
+                           "free tickets are for premium members only"},
+    [CLAIM_NOT_FREE] = {409, "not_free",
+                        "this event is not free for premium members"},
+    [CLAIM_EVENT_STARTED] = {409, "event_started",
+                             "the event has already started"},
+    [CLAIM_PAID_ORDER] = {409, "paid_order_exists",
+                          "you already hold an order for this event"},
+    [CLAIM_SOLD_OUT] = {409, "sold_out", "no free tickets are left"},
+    [CLAIM_CREATED] = {201, NULL, NULL},
+    [CLAIM_BUSY] = {503, "busy",
+                    "another claim of yours is still running; try again"},
+    [CLAIM_UNAVAILABLE] = {503, "unavailable",
+                           "the service is unavailable; try again shortly"},
+    [CLAIM_NO_TICKET] = {404, "no_ticket", "you hold no ticket for this event"},
+};
+
+static const struct route *find(const char *path, const char **arg,
+                                size_t *arg_len)
+{
+    size_t i, plen = strlen(path);
+
+    for (i = 0; i < NROUTES; i++) {
+        const struct route *rt = &routes[i];
+        size_t pre = strlen(rt->prefix), suf;
+        const char *seg;
+
+        if (!rt->suffix) {
+            if (strcmp(path, rt->prefix) == 0)
+                return rt;
+            continue;
+        }
+        suf = strlen(rt->suffix);
+        if (plen < pre + suf || strncmp(path, rt->prefix, pre) != 0 ||
+            strcmp(path + plen - suf, rt->suffix) != 0)
+            continue;
+        seg = path + pre;
+        if (memchr(seg, '/', plen - pre - suf))
+            continue; /* the id is one segment */
+        *arg = seg;
+        *arg_len = plen - pre - suf;
+        return rt;
+    }
+    return NULL;
+}
+
+enum route_id routes_match(const char *path, const char **arg,
+                           size_t *arg_len)
+{
+    const struct route *rt = find(path, arg, arg_len);
+
+    return rt ? rt->id : ROUTE_NONE;
+}
+
+const char *routes_allow(enum route_id id)
+{
+    size_t i;
+
+    for (i = 0; i < NROUTES; i++)
+        if (routes[i].id == id)
+            return routes[i].allow;
+    return "";
+}
+
+static json_t *ticket_json(const struct ticket *t)
+{
+    return json_pack("{s:I, s:s, s:I, s:I, s:s}", "id", (json_int_t)t->id,
+                     "code", t->code, "user_id", (json_int_t)t->user_id,
+                     "event_id", (json_int_t)t->event_id, "created_at",
+                     t->created_at);
+}
+
+/* Answer a claim or a read with its outcome. */
+static void respond(struct http_request *r, enum claim_outcome o,
+                    const struct ticket *t, bool is_claim)
+{
+    int status = outcome_http[o].status;
+
+    r->outcome = tickets_outcome_name(o);
+    if (is_claim)
+        metrics_claim((enum metrics_outcome)o);
+    if (outcome_http[o].error) {
+        http_send_error(r, status, outcome_http[o].error,
+                        outcome_http[o].message,
+                        status == 503 ? RETRY_AFTER : NULL);
+        return;
+    }
+    if (is_claim)
+        http_send_json(r, status,
+                       json_pack("{s:o, s:b}", "ticket", ticket_json(t),
+                                 "created", o == CLAIM_CREATED),
+                       NULL);
+    else
+        http_send_json(r, status, json_pack("{s:o}", "ticket", ticket_json(t)),
+                       NULL);
+}
+
+static const char *auth_message(enum auth_result a)
+{
+    switch (a) {
+    case AUTH_MISSING: return "a bearer token is required";
+    case AUTH_EXPIRED: return "the token has expired";
+    case AUTH_NOT_YET_VALID: return "the token is not valid yet";
+    case AUTH_BAD_ALG: return "only HS256 tokens are accepted";
+    default: return "the token is not valid";
+    }
+}
+
+/*
+ * Rows 1 and 2 of the contract (token, then event id), shared by GET and
+ * POST.  Returns false when it has answered.
+ */
+static bool authorize(const struct route_ctx *ctx, struct http_request *r,
+                      const char *arg, size_t arg_len)
+{
+    enum auth_result a;
+
+    a = auth_verify(r->authorization, ctx->cfg->jwt_secret,
+                    ctx->cfg->jwt_secret_len, (int64_t)time(NULL),
+                    &r->user_id);
+    if (a != AUTH_OK) { /* contract: claim row 1, unauthorized */
+        r->user_id = 0;
+        r->outcome = auth_result_name(a);
+        http_send_error(r, 401, "unauthorized", auth_message(a),
+                        "WWW-Authenticate: Bearer\r\n");
+        return false;
+    }
+    if (!util_parse_id(arg, arg_len, &r->event_id)) {
+        /* contract: claim row 2, bad_request */
+        http_send_error(r, 400, "bad_request",
+                        "the event id must be a decimal integer from 1 to "
+                        "9223372036854775807",
+                        NULL);
+        return false;
+    }
+    return true;
+}
+
+/* The request body: ignored when empty, else JSON of at most 4 KiB. */
+static bool body_ok(struct http_request *r)
+{
+    json_t *doc;
+
+    if (r->body_too_large) {
+        http_send_error(r, 413, "payload_too_large",
+                        "the request body is limited to 4096 bytes", NULL);
+        return false;
+    }
+    if (r->body_len == 0)
+        return true;
+    doc = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, NULL);
+    if (!doc) {
+        http_send_error(r, 400, "bad_request", "the request body is not JSON",
+                        NULL);
+        return false;
+    }
+    json_decref(doc);
+    return true;
+}
+
+static enum claim_outcome claim_one(const struct route_ctx *ctx,
+                                    struct http_request *r, struct ticket *t)
+{
+    return tickets_claim(ctx->db, ctx->cfg->unsafe_no_lock, r->user_id,
+                         r->event_id, t);
+}
+
+/*
+ * Lead the claims of one user: answer our own, then every claim that was
+ * parked meanwhile.  A parked claim of the event just claimed gets that
+ * outcome (a created ticket is "existing" for it, as for any retry); one of
+ * another event is claimed in turn.  When the user's lock was busy or the
+ * database failed, every parked claim gets that answer at once rather than
+ * waiting its turn through the same failure.
+ */
+static void lead(const struct route_ctx *ctx, struct http_request *r)
+{
+    int64_t user_id = r->user_id, event_id = r->event_id;
+    struct inflight_waiter *w;
+    struct ticket t;
+    enum claim_outcome o;
+
+    o = claim_one(ctx, r, &t);
+    respond(r, o, &t, true);
+    http_finish(r);
+    while ((w = inflight_take(user_id))) {
+        while (w) {
+            struct http_request *f = (struct http_request *)(void *)
+                ((char *)w - offsetof(struct http_request, waiter));
+
+            w = w->next;
+            if (f->event_id != event_id && o != CLAIM_BUSY &&
+                o != CLAIM_UNAVAILABLE) {
+                event_id = f->event_id;
+                o = claim_one(ctx, f, &t);
+                respond(f, o, &t, true);
+            } else {
+                metrics_inc(METRIC_coalesced);
+                respond(f, o == CLAIM_CREATED ? CLAIM_EXISTING : o, &t, true);
+            }
+            http_request_free(f); /* finishes it */
+        }
+    }
+}
+
+static enum route_result participation_post(const struct route_ctx *ctx,
+                                            struct http_request *r,
+                                            const char *arg, size_t arg_len)
+{
+    struct ticket t;
+
+    if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
+        return ROUTE_DONE;
+    if (ctx->cfg->unsafe_no_lock) {
+        respond(r, claim_one(ctx, r, &t), &t, true);
+        return ROUTE_DONE;
+    }
+    switch (inflight_enter(r->user_id, &r->waiter)) {
+    case INFLIGHT_PARKED:
+        return ROUTE_PARKED;
+    case INFLIGHT_LEAD:
+        lead(ctx, r);
+        return ROUTE_DONE;
+    case INFLIGHT_ALONE:
+        break;
+    }
+    respond(r, claim_one(ctx, r, &t), &t, true);
+    return ROUTE_DONE;
+}
+
+static void participation_get(const struct route_ctx *ctx,
+                              struct http_request *r, const char *arg,
+                              size_t arg_len)
+{
+    struct ticket t;
+
+    if (!authorize(ctx, r, arg, arg_len))
+        return;
+    respond(r, tickets_get(ctx->db, r->user_id, r->event_id, &t), &t, false);
+}
+
+static void add_event(const struct event_row *e, void *ctx)
+{
+    json_t *list = ctx;
+    json_t *quota = e->has_quota ? json_integer(e->free_quota) : json_null();
+    json_t *left = e->has_quota
+                       ? json_integer(e->free_issued >= e->free_quota
+                                          ? 0
+                                          : e->free_quota - e->free_issued)
+                       : json_null();
+
+    json_array_append_new(
+        list, json_pack("{s:I, s:s, s:s, s:b, s:o, s:o}", "id",
+                        (json_int_t)e->id, "title", e->title, "starts_at",
+                        e->starts_at, "free_for_premium", e->free_for_premium,
+                        "free_quota", quota, "free_left", left));
+}
+
+static void events_list(const struct route_ctx *ctx, struct http_request *r,
+                        const char *arg, size_t arg_len)
+{
+    json_t *list = json_array();
+
+    if (db_list_events(ctx->db, EVENTS_LIST_MAX, add_event, list) != DB_OK) {
+        json_decref(list);
+        http_send_error(r, 503, outcome_http[CLAIM_UNAVAILABLE].error,
+                        outcome_http[CLAIM_UNAVAILABLE].message, RETRY_AFTER);
+        return;
+    }
+    http_send_json(r, 200, json_pack("{s:o}", "events", list), NULL);
+}
+
+static void health(const struct route_ctx *ctx, struct http_request *r,
+                   const char *arg, size_t arg_len)
+{
+    if (db_ping(ctx->db) == DB_OK)
+        http_send_json(r, 200, json_pack("{s:s}", "status", "ok"), NULL);
+    else
+        http_send_json(r, 503, json_pack("{s:s}", "status", "unavailable"),
+                       RETRY_AFTER);
+}
+
+static void metrics(const struct route_ctx *ctx, struct http_request *r,
+                    const char *arg, size_t arg_len)
+{
+    char *text = metrics_render();
+
+    http_send_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", text);
+    free(text);
+}
+
+enum route_result routes_dispatch(const struct route_ctx *ctx,
+                                  struct http_request *r)
+{
+    const char *arg = NULL;
+    size_t arg_len = 0;
+    const struct route *rt;
+    char allow[64];
+
+    rt = r->bad_path ? NULL : find(r->path, &arg, &arg_len);
+    if (!rt) {
+        http_send_error(r, 404, "not_found", "no such path", NULL);
+        return ROUTE_DONE;
+    }
+    if (strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0) {
+        rt->get(ctx, r, arg, arg_len);
+        return ROUTE_DONE;
+    }
+    if (rt->post && strcmp(r->method, "POST") == 0)
+        return participation_post(ctx, r, arg, arg_len);
+    snprintf(allow, sizeof(allow), "Allow: %s\r\n", rt->allow);
+    http_send_error(r, 405, "method_not_allowed",
+                    "this method is not allowed here", allow);
+    return ROUTE_DONE;
+}
+
+_Static_assert((int)METRIC_OUTCOME_created == (int)CLAIM_CREATED &&
+                   (int)METRIC_OUTCOME_unavailable == (int)CLAIM_UNAVAILABLE,
+               "metrics outcomes follow enum claim_outcome");

@@ -1,0 +1,223 @@
+/*
+ * tickets.c: the claim protocol.
+ *
+ * Two guards, both required (CONTRACT.md):
+ *   1. GET_LOCK('<prefix><user_id>') around the check-and-write of a claim
+ *      serialises one user's claims across every thread and instance that
+ *      share the database;
+ *   2. UNIQUE KEY (user_id, event_id), written with INSERT ... ON DUPLICATE
+ *      KEY UPDATE, lets the database itself refuse a second ticket even if
+ *      the lock was lost or bypassed.
+ *
+ * A claim:
+ *   facts    one lock-free read (event, user, order, ticket, quota); an
+ *            existing ticket or a refusal is answered from it at once: a
+ *            refusal writes nothing, so it needs no lock;
+ *   lock     GET_LOCK, before the transaction (never inside one: a user
+ *            lock and row locks can deadlock undetected);
+ *   write    START TRANSACTION; INSERT the ticket (ODKU: 0 affected rows
+ *            means it exists); UPDATE the event's counter on condition that
+ *            every rule still holds (a current read of the event row, so
+ *            the quota cannot be oversold by other users); COMMIT;
+ *   release  RELEASE_LOCK after COMMIT or ROLLBACK, on the same
+ *            connection, on every path.
+ * Deadlocks and lock wait timeouts retry the transaction under the same
+ * lock.  When the connection is lost mid-claim the answer is 503 and the
+ * server has rolled back and released: a retry answers truthfully.
+ */
+#include "tickets.h"
+
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+#define CLAIM_ATTEMPTS 3
+
+enum claim_outcome tickets_decide(const struct claim_facts *f)
+{
+    if (!f->event_found)
+        return CLAIM_EVENT_NOT_FOUND; /* contract: claim row 3 */
+    if (f->has_ticket)
+        return CLAIM_EXISTING; /* contract: claim row 4, before refusals */
+    if (!f->user_premium)
+        return CLAIM_NOT_PREMIUM; /* contract: claim row 5 */
+    if (!f->free_for_premium)
+        return CLAIM_NOT_FREE; /* contract: claim row 6 */
+    if (f->started)
+        return CLAIM_EVENT_STARTED; /* contract: claim row 7 */
+    if (f->paid_order)
+        return CLAIM_PAID_ORDER; /* contract: claim row 8 */
+    if (f->has_quota && f->free_issued >= f->free_quota)
+        return CLAIM_SOLD_OUT; /* contract: claim row 9 */
+    return CLAIM_CREATED; /* contract: claim row 10 */
+}
+
+void tickets_new_code(char code[TICKET_CODE_LEN + 1])
+{
+    unsigned char raw[TICKET_CODE_LEN / 2];
+    size_t got = 0;
+
+    while (got < sizeof(raw)) {
+        ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+
+        if (n < 0) {
+            log_msg(LOG_ERROR, "getrandom() failed");
+            abort();
+        }
+        got += (size_t)n;
+    }
+    util_hex(raw, sizeof(raw), code);
+}
+
+static void new_ticket(struct ticket *t, int64_t user_id, int64_t event_id)
+{
+    struct timespec now;
+
+    memset(t, 0, sizeof(*t));
+    t->user_id = user_id;
+    t->event_id = event_id;
+    tickets_new_code(t->code);
+    clock_gettime(CLOCK_REALTIME, &now);
+    util_utc_text(now.tv_sec, now.tv_nsec / 1000, t->created_at);
+}
+
+/* After a write found a rule broken: which one, read again under the lock. */
+static enum claim_outcome refusal(struct db *db, int64_t user_id,
+                                  int64_t event_id, struct ticket *out)
+{
+    struct claim_facts f;
+
+    if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+        return CLAIM_UNAVAILABLE;
+    if (f.has_ticket)
+        *out = f.ticket;
+    return tickets_decide(&f);
+}
+
+/* One transaction attempt.  Returns CLAIM_* or -1 to try again. */
+static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
+                         struct ticket *out)
+{
+    enum db_status rc;
+
+    new_ticket(out, user_id, event_id);
+    if (db_begin(db) != DB_OK)
+        return CLAIM_UNAVAILABLE;
+    rc = db_insert_ticket(db, out);
+    if (rc == DB_DUPLICATE) {
+        db_rollback(db);
+        rc = db_get_ticket(db, user_id, event_id, out);
+        if (rc == DB_OK)
+            return CLAIM_EXISTING;
+        /* not ours: the random code collided with another ticket's */
+        return rc == DB_NOT_FOUND ? -1 : CLAIM_UNAVAILABLE;
+    }
+    if (rc == DB_OK) {
+        rc = db_take_seat(db, user_id, event_id);
+        if (rc == DB_NOT_FOUND) {
+            enum claim_outcome o;
+
+            db_rollback(db);
+            o = refusal(db, user_id, event_id, out);
+            /* "may create" now: the rules changed under us, try again */
+            return o == CLAIM_CREATED ? -1 : (int)o;
+        }
+    }
+    if (rc == DB_OK) {
+        rc = db_commit(db);
+        if (rc == DB_OK)
+            return CLAIM_CREATED;
+    }
+    if (rc == DB_RETRY) {
+        db_rollback(db);
+        metrics_inc(METRIC_tx_retries);
+        return -1;
+    }
+    db_rollback(db); /* a no-op when the connection was closed */
+    return CLAIM_UNAVAILABLE;
+}
+
+/*
+ * The write under the lock (or, in tests, without it).  A connection that
+ * lost its lock (closed after an error) is never used as if it held it.
+ */
+static enum claim_outcome claim_locked(struct db *db, bool locked,
+                                       int64_t user_id, int64_t event_id,
+                                       struct ticket *out)
+{
+    int attempt, r;
+
+    for (attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+        if (locked && db_locks_held(db) == 0)
+            return CLAIM_UNAVAILABLE;
+        r = claim_attempt(db, user_id, event_id, out);
+        if (r >= 0)
+            return (enum claim_outcome)r;
+    }
+    log_msg(LOG_WARN, "claim gave up after %d attempts", CLAIM_ATTEMPTS);
+    return CLAIM_UNAVAILABLE;
+}
+
+enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
+                                 int64_t user_id, int64_t event_id,
+                                 struct ticket *out)
+{
+    struct claim_facts f;
+    enum claim_outcome o;
+    enum db_status rc;
+
+    if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+        return CLAIM_UNAVAILABLE;
+    o = tickets_decide(&f);
+    if (o == CLAIM_EXISTING)
+        *out = f.ticket;
+    if (o != CLAIM_CREATED)
+        return o;
+    if (unsafe_no_lock)
+        return claim_locked(db, false, user_id, event_id, out);
+
+    rc = db_user_lock(db, user_id);
+    if (rc != DB_OK) /* busy or unavailable: nothing held */
+        return rc == DB_LOCK_TIMEOUT ? CLAIM_BUSY : CLAIM_UNAVAILABLE;
+    o = claim_locked(db, true, user_id, event_id, out);
+    db_user_unlock(db, user_id); /* created, refused or failed: all pass here */
+    return o;
+}
+
+enum claim_outcome tickets_get(struct db *db, int64_t user_id,
+                               int64_t event_id, struct ticket *out)
+{
+    struct claim_facts f;
+
+    if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+        return CLAIM_UNAVAILABLE;
+    if (!f.event_found)
+        return CLAIM_EVENT_NOT_FOUND;
+    if (!f.has_ticket)
+        return CLAIM_NO_TICKET;
+    *out = f.ticket;
+    return CLAIM_EXISTING;
+}
+
+const char *tickets_outcome_name(enum claim_outcome o)
+{
+    static const char *const names[] = {
+        [CLAIM_EVENT_NOT_FOUND] = "event_not_found",
+        [CLAIM_EXISTING] = "existing",
+        [CLAIM_NOT_PREMIUM] = "not_premium",
+        [CLAIM_NOT_FREE] = "not_free",
+        [CLAIM_EVENT_STARTED] = "event_started",
+        [CLAIM_PAID_ORDER] = "paid_order_exists",
+        [CLAIM_SOLD_OUT] = "sold_out",
+        [CLAIM_CREATED] = "created",
+        [CLAIM_BUSY] = "busy",
+        [CLAIM_UNAVAILABLE] = "unavailable",
+        [CLAIM_NO_TICKET] = "no_ticket",
+    };
+
+    return names[o];
+}
