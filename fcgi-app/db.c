@@ -28,6 +28,12 @@
 
 /* After a failed connect, fail fast for this long before trying again. */
 #define RECONNECT_PAUSE_US 500000
+/*
+ * A connection idle this long is pinged before use: the server may have
+ * dropped it (wait_timeout, a restart), and a request should not pay for
+ * that with a 503 when a fresh connection would serve it.
+ */
+#define IDLE_PING_US 30000000
 
 enum stmt_id {
     ST_FACTS,
@@ -87,6 +93,7 @@ struct db {
     MYSQL_STMT *stmt[NSTMT];
     int locks_held;           /* named locks this session holds */
     int64_t next_connect_us;  /* monotonic; fail fast before this */
+    int64_t last_used_us;     /* monotonic; see IDLE_PING_US */
 };
 
 int db_library_init(void)
@@ -173,9 +180,22 @@ fail:
     return DB_UNAVAILABLE;
 }
 
-/* Connect if needed; only where no named lock can be held. */
+/*
+ * Connect if needed, only where no named lock can be held: this is the one
+ * place a connection is (re)opened, between requests or at the first
+ * statement of one.
+ */
 static enum db_status db_ensure(struct db *db)
 {
+    int64_t now = util_now_us();
+
+    if (db->conn && db->locks_held == 0 &&
+        now - db->last_used_us > IDLE_PING_US && mysql_ping(db->conn)) {
+        log_msg(LOG_INFO, "idle connection lost (%s); reconnecting",
+                mysql_error(db->conn));
+        db_close(db);
+    }
+    db->last_used_us = now;
     if (db->conn)
         return DB_OK;
     return db_open(db);

@@ -15,26 +15,33 @@
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
-void log_event(enum log_level level, const char *msg, json_t *obj)
+void log_event(enum log_level level, const char *msg, json_t *fields)
 {
     char ts[UTIL_TIME_TEXT_MAX];
     struct timeval tv;
+    json_t *line_obj;
     char *line;
     size_t len;
 
-    if (!obj)
-        obj = json_object();
     gettimeofday(&tv, NULL);
     util_utc_text(tv.tv_sec, (long)tv.tv_usec, ts);
-    json_object_set_new(obj, "ts", json_string(ts));
-    json_object_set_new(obj, "level", json_string(level_names[level]));
-    json_object_set_new(obj, "msg", json_string(msg));
-    line = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
-    json_decref(obj);
+    line_obj = json_pack("{s:s, s:s, s:s?}", "ts", ts, "level",
+                         level_names[level], "msg", msg);
+    if (!line_obj) /* msg was not UTF-8 */
+        line_obj = json_pack("{s:s, s:s, s:s}", "ts", ts, "level",
+                             level_names[level], "msg", "?");
+    if (fields) {
+        json_object_update(line_obj, fields);
+        json_decref(fields);
+    }
+    line = json_dumps(line_obj, JSON_COMPACT | JSON_ENSURE_ASCII |
+                                    JSON_PRESERVE_ORDER |
+                                    JSON_REAL_PRECISION(6));
+    json_decref(line_obj);
     if (!line)
         return;
     len = strlen(line);
-    line[len] = '\n'; /* json_dumps leaves room: we overwrite the NUL */
+    line[len] = '\n'; /* replaces the NUL: written by length below */
     if (write(STDERR_FILENO, line, len + 1) < 0) {
         /* nowhere left to report it */
     }

@@ -17,9 +17,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
- * Log a structured event: msg plus the fields of obj (which may be NULL).
- * Takes the reference to obj.
+ * Log a structured event: ts, level, msg, then the fields of the object
+ * fields (which may be NULL).  Takes the reference to fields.
  */
-void log_event(enum log_level level, const char *msg, json_t *obj);
+void log_event(enum log_level level, const char *msg, json_t *fields);
 
 #endif
