@@ -176,12 +176,15 @@ static void send_raw(struct http_request *r, int status,
                      const char *body, size_t len)
 {
     struct http_conn *c = r->conn;
+    char head[512];
+    int n;
 
     if (!c->accepted || c->responded)
         return;
     c->responded = true;
     r->status = status;
-    FCGX_FPrintF(c->fcgx.out,
+    /* snprintf, not FCGX_FPrintF: libfcgi's own printf lacks %zu */
+    n = snprintf(head, sizeof(head),
                  "Status: %d %s\r\n"
                  "Content-Type: %s\r\n"
                  "Content-Length: %zu\r\n"
@@ -189,6 +192,9 @@ static void send_raw(struct http_request *r, int status,
                  "%s\r\n",
                  status, reason(status), content_type, len,
                  extra_headers ? extra_headers : "");
+    if (n < 0 || (size_t)n >= sizeof(head))
+        abort(); /* the headers are ours and short */
+    FCGX_PutStr(head, n, c->fcgx.out);
     FCGX_PutStr(body, (int)len, c->fcgx.out);
 }
 
