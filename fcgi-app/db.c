@@ -70,8 +70,10 @@ static const char *const stmt_sql[NSTMT] = {
     [ST_LOCK] = "SELECT GET_LOCK(?, ?)",
     [ST_UNLOCK] = "SELECT RELEASE_LOCK(?)",
     /*
-     * The seat and every rule that a concurrent writer could change, in one
-     * current (locking) read of the event row: quota cannot be oversold.
+     * The check-and-count of a claim in one statement: every rule, the
+     * user's existing ticket included (so that the named lock alone keeps
+     * one ticket per pair), and the seat, in one current (locking) read of
+     * the event row, so the quota cannot be oversold by other users.
      */
     [ST_SEAT] =
         "UPDATE events SET free_issued = free_issued + 1"
@@ -81,7 +83,9 @@ static const char *const stmt_sql[NSTMT] = {
         " AND EXISTS(SELECT 1 FROM users WHERE id = ?"
         "            AND premium_until > UTC_TIMESTAMP())"
         " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?"
-        "            AND event_id = ? AND status IN ('pending', 'paid'))",
+        "            AND event_id = ? AND status IN ('pending', 'paid'))"
+        " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?"
+        "            AND event_id = ?)",
     /* The unique key (user_id, event_id) is the guard of last resort. */
     [ST_INSERT] = "INSERT INTO free_tickets (user_id, event_id, code, created_at)"
                   " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id",
@@ -551,7 +555,7 @@ void db_rollback(struct db *db)
 
 enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
 {
-    MYSQL_BIND p[4];
+    MYSQL_BIND p[6];
     enum db_status rc;
 
     if (!db->conn)
@@ -560,6 +564,8 @@ enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
     bind_i64(&p[1], &user_id);
     bind_i64(&p[2], &user_id);
     bind_i64(&p[3], &event_id);
+    bind_i64(&p[4], &user_id);
+    bind_i64(&p[5], &event_id);
     rc = db_exec(db, ST_SEAT, p, NULL);
     if (rc != DB_OK)
         return rc;

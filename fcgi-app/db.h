@@ -119,8 +119,8 @@ void db_rollback(struct db *db);
 /*
  * In a transaction: count one seat of the event, if the claim is allowed
  * right now (premium user, free event, not started, no pending or paid
- * order, quota left).  DB_OK: counted; DB_NOT_FOUND: some condition failed.
- * Needs the open session.
+ * order, quota left, and the user holds no ticket for it yet).  DB_OK:
+ * counted; DB_NOT_FOUND: some condition failed.  Needs the open session.
  */
 enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id);
 

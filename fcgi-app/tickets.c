@@ -15,10 +15,12 @@
  *            refusal writes nothing, so it needs no lock;
  *   lock     GET_LOCK, before the transaction (never inside one: a user
  *            lock and row locks can deadlock undetected);
- *   write    START TRANSACTION; INSERT the ticket (ODKU: 0 affected rows
- *            means it exists); UPDATE the event's counter on condition that
- *            every rule still holds (a current read of the event row, so
- *            the quota cannot be oversold by other users); COMMIT;
+ *   write    START TRANSACTION; UPDATE the event's counter on condition
+ *            that every rule still holds and the user has no ticket yet (a
+ *            current read of the event row, so the quota cannot be
+ *            oversold by other users; 0 rows: read the facts again and
+ *            answer the refusal or the ticket); INSERT the ticket (ODKU: 0
+ *            affected rows means it exists, roll back); COMMIT;
  *   release  RELEASE_LOCK after COMMIT or ROLLBACK, on the same
  *            connection, on every path.
  * Deadlocks and lock wait timeouts retry the transaction under the same
@@ -103,29 +105,29 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
                          struct ticket *out)
 {
     enum db_status rc;
+    enum claim_outcome o;
 
     new_ticket(out, user_id, event_id);
     if (db_begin(db) != DB_OK)
         return CLAIM_UNAVAILABLE;
-    rc = db_insert_ticket(db, out);
+    rc = db_take_seat(db, user_id, event_id);
+    if (rc == DB_NOT_FOUND) {
+        /* a rule failed, or the ticket exists: read again which */
+        db_rollback(db);
+        o = refusal(db, user_id, event_id, out);
+        /* "may create" now: the rules changed under us, try again */
+        return o == CLAIM_CREATED ? -1 : (int)o;
+    }
+    if (rc == DB_OK)
+        rc = db_insert_ticket(db, out);
     if (rc == DB_DUPLICATE) {
+        /* only without the lock: another claim inserted first */
         db_rollback(db);
         rc = db_get_ticket(db, user_id, event_id, out);
         if (rc == DB_OK)
             return CLAIM_EXISTING;
         /* not ours: the random code collided with another ticket's */
         return rc == DB_NOT_FOUND ? -1 : CLAIM_UNAVAILABLE;
-    }
-    if (rc == DB_OK) {
-        rc = db_take_seat(db, user_id, event_id);
-        if (rc == DB_NOT_FOUND) {
-            enum claim_outcome o;
-
-            db_rollback(db);
-            o = refusal(db, user_id, event_id, out);
-            /* "may create" now: the rules changed under us, try again */
-            return o == CLAIM_CREATED ? -1 : (int)o;
-        }
     }
     if (rc == DB_OK) {
         rc = db_commit(db);
