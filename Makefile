@@ -94,11 +94,20 @@ unit: $(UNIT_BINS)
 integration: $(BUILD)/tickets-fcgi
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
-# The concurrency tests again, against an AddressSanitizer + UBSan build.
+# The claim and concurrency tests again, against an AddressSanitizer +
+# UBSan build and a ThreadSanitizer build of the app; the harness fails a
+# run whose app stderr reports a sanitizer finding.  Unit tests run under
+# ThreadSanitizer too (the coalescing table is shared between threads).
+SANITIZE_TESTS := tests/integration/test_concurrency.py tests/integration/test_claim.py
+
 sanitize-test:
-	$(Q)$(MAKE) --no-print-directory SANITIZE=address,undefined all
-	$(Q)TICKETS_BIN=$(CURDIR)/build/address,undefined/tickets-fcgi \
-		$(PYTHON) -m pytest -q tests/integration/test_concurrency.py tests/integration/test_claim.py
+	$(Q)for san in address,undefined thread; do \
+		echo "== SANITIZE=$$san"; \
+		$(MAKE) --no-print-directory SANITIZE=$$san all || exit 1; \
+		TICKETS_BIN=$(CURDIR)/build/$$san/tickets-fcgi \
+			$(PYTHON) -m pytest -q $(SANITIZE_TESTS) || exit 1; \
+	done
+	$(Q)$(MAKE) --no-print-directory SANITIZE=thread unit
 
 run:
 	$(Q)scripts/install-deps.sh
