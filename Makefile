@@ -115,10 +115,12 @@ run:
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) tests/stack.py run
 
 install: $(BUILD)/tickets-fcgi
-	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql $(DESTDIR)$(DATADIR)/nginx $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \
+		$(DESTDIR)$(DATADIR)/nginx/snippets $(DESTDIR)$(DOCDIR)
 	$(INSTALL) -m 0755 $(BUILD)/tickets-fcgi $(DESTDIR)$(BINDIR)/tickets-fcgi
 	$(INSTALL) -m 0644 sql/*.sql $(DESTDIR)$(DATADIR)/sql/
-	$(INSTALL) -m 0644 nginx/*.conf $(DESTDIR)$(DATADIR)/nginx/
+	$(INSTALL) -m 0644 nginx/tickets.conf nginx/nginx.conf.in $(DESTDIR)$(DATADIR)/nginx/
+	$(INSTALL) -m 0644 nginx/snippets/*.conf $(DESTDIR)$(DATADIR)/nginx/snippets/
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 
 uninstall:

@@ -1,0 +1,1229 @@
+#!/usr/bin/env python3
+"""The tickets-fcgi stack on one machine, for the integration tests and
+`make run`: a private MariaDB, N app instances under spawn-fcgi, one nginx.
+
+Everything lives in one directory (a temp dir for tests, `.run/` of the
+checkout for `make run`): sockets, data, logs, the rendered nginx.conf, the
+database password and the JWT secret. Nothing system-wide is used or changed;
+the system's MariaDB and nginx services are never touched.
+
+    stack = Stack(instances=2)
+    stack.start()            # MariaDB, schema, grants, apps, nginx
+    stack.request("GET", "/api/events").json
+    stack.stop()             # reverse order: nginx, apps, MariaDB
+
+    python3 tests/stack.py run [--port 8080]     # what `make run` does
+
+Standard library and pymysql only (Debian: python3, python3-pymysql).
+"""
+
+import argparse
+import base64
+import grp
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+try:
+    import pymysql
+except ImportError:  # pragma: no cover - reported when a DB call is made
+    pymysql = None
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_BIN = os.path.join(ROOT, "build", "tickets-fcgi")
+DB_NAME = "tickets"
+DB_USER = "tickets"
+LOCK_PREFIX = "tickets:user:"
+# Lines in an app's stderr that fail a test run (ASan, UBSan, TSan, LSan).
+SANITIZER_MARKS = ("runtime error", "Sanitizer")
+# The private MariaDB runs in a time zone other than UTC on purpose: the
+# contract keeps every time in UTC, so an app that used NOW() or
+# CURRENT_TIMESTAMP instead of UTC_TIMESTAMP() would be off by two hours
+# here and get caught. Override with TICKETS_TEST_DB_TZ.
+DB_TIME_ZONE = os.environ.get("TICKETS_TEST_DB_TZ", "+02:00")
+# Environment of the app instances under test (the contract's defaults
+# otherwise). `make run` leaves them to the app.
+TEST_APP_ENV = {"TICKETS_THREADS": "8", "TICKETS_LOCK_TIMEOUT": "1"}
+
+
+class StackError(RuntimeError):
+    """The stack could not be started, or a part of it failed."""
+    fatal = False   # waiting longer will not help
+
+
+class MalformedResponse(StackError):
+    """The app answered, but not in a form nginx accepts."""
+    fatal = True
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+def _b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _write_private(path, text):
+    """Write a file only its owner can read (passwords, secrets)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def _tail(path, lines=30):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return "(cannot read: %s)" % e
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _children(pid):
+    """Direct children of pid (nginx workers of a master)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def _is_nginx_worker(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().startswith(b"nginx: worker")
+    except OSError:
+        return False
+
+
+def _guarded(cmd):
+    """cmd, run so that it gets SIGTERM if the harness dies without stopping
+    it (pytest killed by a timeout, say), instead of living on. The kernel
+    ties this to the thread that starts the process, so only from the main
+    thread; setpriv (util-linux) execs cmd in place, the pid stays the same."""
+    if (threading.current_thread() is threading.main_thread()
+            and shutil.which("setpriv")):
+        return ["setpriv", "--pdeathsig", "TERM", "--"] + list(cmd)
+    return list(cmd)
+
+
+def _stop_process(proc, timeout, name=""):
+    """SIGTERM, wait up to timeout seconds, then SIGKILL. Returns the exit
+    status. proc is a subprocess.Popen of ours."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            sys.stderr.write("stack: %s (pid %d) ignored SIGTERM for %.0f s; "
+                             "killing it\n" % (name, proc.pid, timeout))
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _wait_for(what, check, timeout, proc=None, log=None, interval=0.02):
+    """Poll check() until it returns a true value; fail early when proc dies."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - kept for the message
+            if getattr(e, "fatal", False):
+                raise
+            last_error = e
+        if proc is not None and proc.poll() is not None:
+            raise StackError("%s: the process exited with status %s%s" % (
+                what, proc.returncode,
+                ("; last lines of %s:\n%s" % (log, _tail(log))) if log else ""))
+        if time.monotonic() > deadline:
+            raise StackError("%s: not ready after %.0f s (%s)%s" % (
+                what, timeout, last_error,
+                ("; last lines of %s:\n%s" % (log, _tail(log))) if log else ""))
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.2)
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+
+class Resp(object):
+    """An HTTP answer: .status, .headers (lower-case names), .body (bytes),
+    .text, .json (parsed, or None when the body is not JSON)."""
+
+    def __init__(self, status, headers, body, reason=""):
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.text = body.decode("utf-8", "replace")
+        try:
+            self.json = json.loads(self.text) if self.text.strip() else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "<Resp %s %s>" % (self.status, self.text[:200])
+
+
+def http_request(base_url, method, path, token=None, body=None, headers=None,
+                 timeout=30):
+    """One request on a fresh connection (thread-safe). body: bytes, str, or
+    a dict/list that is sent as JSON."""
+    if path.startswith("http://"):
+        full = urllib.parse.urlsplit(path)
+        base_url = "http://" + full.netloc
+        path = (full.path or "/") + ("?" + full.query if full.query else "")
+    u = urllib.parse.urlsplit(base_url)
+    hdrs = {}
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode("utf-8")
+        hdrs["Content-Type"] = "application/json"
+    elif isinstance(body, str):
+        body = body.encode("utf-8")
+    if token is not None:
+        hdrs["Authorization"] = "Bearer " + token
+    hdrs.update(headers or {})
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        out = {}
+        for k, v in r.getheaders():
+            k = k.lower()
+            out[k] = out[k] + ", " + v if k in out else v
+        return Resp(r.status, out, data, r.reason)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# FastCGI, straight to one instance's socket (readiness, per-instance checks)
+
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN = 1, 3, 4, 5
+FCGI_STDOUT, FCGI_STDERR = 6, 7
+
+
+def _fcgi_record(rtype, content, request_id=1):
+    out = b""
+    while True:
+        chunk, content = content[:65535], content[65535:]
+        pad = -len(chunk) % 8
+        out += struct.pack("!BBHHBx", 1, rtype, request_id, len(chunk), pad)
+        out += chunk + b"\0" * pad
+        if not content:
+            return out
+
+
+def _fcgi_pair(name, value):
+    name, value = name.encode(), value.encode()
+    out = b""
+    for n in (len(name), len(value)):
+        out += struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
+    return out + name + value
+
+
+def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
+    """Send one request to a FastCGI responder the way nginx would, without
+    keep-alive. Returns Resp (status from the CGI Status header)."""
+    uri, _, query = path.partition("?")
+    params = {
+        "QUERY_STRING": query, "REQUEST_METHOD": method,
+        "CONTENT_TYPE": "application/json" if body else "",
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "SCRIPT_NAME": uri, "REQUEST_URI": path, "DOCUMENT_URI": uri,
+        "DOCUMENT_ROOT": "/", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_SCHEME": "http", "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "tests/stack.py", "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "0", "SERVER_ADDR": "127.0.0.1", "SERVER_PORT": "0",
+        "SERVER_NAME": "localhost", "REDIRECT_STATUS": "200",
+        "REQUEST_ID": secrets.token_hex(16), "HTTP_HOST": "localhost",
+    }
+    for k, v in (headers or {}).items():
+        params["HTTP_" + k.upper().replace("-", "_")] = v
+    payload = _fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
+    payload += _fcgi_record(FCGI_PARAMS, b"".join(
+        _fcgi_pair(k, v) for k, v in params.items()))
+    payload += _fcgi_record(FCGI_PARAMS, b"")
+    if body:
+        payload += _fcgi_record(FCGI_STDIN, body)
+    payload += _fcgi_record(FCGI_STDIN, b"")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(payload)
+        buf, stdout, ended = b"", b"", False
+        while not ended:
+            data = s.recv(65536)
+            if not data:
+                break
+            buf += data
+            while len(buf) >= 8:
+                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
+                if len(buf) < 8 + clen + plen:
+                    break
+                content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
+                if rtype == FCGI_STDOUT:
+                    stdout += content
+                elif rtype == FCGI_END_REQUEST:
+                    ended = True
+    finally:
+        s.close()
+    if not ended:
+        raise StackError("FastCGI %s %s on %s: connection closed before "
+                         "FCGI_END_REQUEST" % (method, path, sock_path))
+    # CGI response: header lines, an empty line, the body (nginx accepts LF
+    # or CRLF line ends; without the empty line it answers 502)
+    m = re.search(b"\r?\n\r?\n", stdout)
+    if not m:
+        raise MalformedResponse("FastCGI %s %s on %s: malformed response, no empty "
+                         "line after the headers: %r" % (method, path,
+                                                         sock_path, stdout[:300]))
+    head, resp_body = stdout[:m.start()], stdout[m.end():]
+    status, reason, hdrs = 200, "OK", {}
+    for line in re.split(r"\r?\n", head.decode("latin-1")):
+        k, _, v = line.partition(":")
+        k, v = k.strip().lower(), v.strip()
+        if k == "status":
+            code, _, reason = v.partition(" ")
+            status = int(code)
+        elif k:
+            hdrs[k] = hdrs[k] + ", " + v if k in hdrs else v
+    return Resp(status, hdrs, resp_body, reason)
+
+
+# ---------------------------------------------------------------------------
+# JWT
+
+def make_token(secret, sub, exp_delta=300, alg="HS256", header=None,
+               sub_raw=False, **claims):
+    """A JWT signed with secret (bytes or str).
+
+    sub: an int becomes its decimal string (as the site's issuer does) unless
+    sub_raw=True; anything else is passed as given; None leaves it out.
+    exp: now + exp_delta seconds; exp_delta=None leaves exp out; an explicit
+    exp=... in claims wins. header: entries merged over {"alg", "typ"}; a
+    value of None removes that entry. alg "HS256"/"HS384"/"HS512" sign with
+    HMAC, "none" gives an empty signature, anything else a random one.
+    """
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    hdr = {"alg": alg, "typ": "JWT"}
+    for k, v in (header or {}).items():
+        if v is None:
+            hdr.pop(k, None)
+        else:
+            hdr[k] = v
+    payload = {}
+    if sub is not None:
+        payload["sub"] = str(sub) if isinstance(sub, int) and not sub_raw \
+            and not isinstance(sub, bool) else sub
+    if exp_delta is not None:
+        payload["exp"] = int(time.time()) + int(exp_delta)
+    payload.update(claims)
+    signing_input = (_b64u(json.dumps(hdr, separators=(",", ":")).encode())
+                     + "." +
+                     _b64u(json.dumps(payload, separators=(",", ":")).encode()))
+    digests = {"HS256": hashlib.sha256, "HS384": hashlib.sha384,
+               "HS512": hashlib.sha512}
+    if alg in digests:
+        sig = hmac.new(secret, signing_input.encode("ascii"), digests[alg]).digest()
+    elif alg.lower() == "none":
+        sig = b""
+    else:
+        sig = secrets.token_bytes(256)
+    return signing_input + "." + _b64u(sig)
+
+
+# ---------------------------------------------------------------------------
+# the parts
+
+class AppInstance(object):
+    """One tickets-fcgi process under `spawn-fcgi -n` on its own socket.
+    spawn-fcgi execs the app in place, so .pid is the app's pid."""
+
+    def __init__(self, index, socket_path, log_path, app_bin, env):
+        self.index = index
+        self.socket = socket_path
+        self.log_path = log_path
+        self.bin = app_bin
+        self.env = env
+        self.proc = None
+        self.stopped = False   # stopped on purpose (not a crash)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def returncode(self):
+        return self.proc.poll() if self.proc else None
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        cmd = ["spawn-fcgi", "-n", "-s", self.socket, "-M", "0660",
+               "-b", "1024", "--", self.bin]
+        with open(self.log_path, "ab") as log:
+            log.write(("--- %s start: %s\n" % (
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                " ".join("%s=%s" % kv for kv in sorted(self.env.items())
+                         if kv[0].startswith("TICKETS_")))).encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                _guarded(cmd), env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=log, cwd=os.path.dirname(self.socket),
+                start_new_session=True)
+        self.stopped = False
+
+    def wait_ready(self, timeout=20):
+        """The socket exists as soon as spawn-fcgi binds it, before the app
+        runs; so ask the app itself, over FastCGI, for /api/health."""
+        def healthy():
+            r = fcgi_request(self.socket, "GET", "/api/health", timeout=5)
+            if r.status != 200:
+                raise StackError("health %s %s" % (r.status, r.text.strip()))
+            return True
+        _wait_for("app instance %d (%s)" % (self.index, self.socket), healthy,
+                  timeout, self.proc, self.log_path)
+
+    def request(self, method, path, headers=None, body=b"", timeout=10):
+        """A request straight to this instance, bypassing nginx."""
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        elif isinstance(body, str):
+            body = body.encode()
+        return fcgi_request(self.socket, method, path, headers, body or b"",
+                            timeout)
+
+    def stop(self, timeout=10):
+        self.stopped = True
+        return _stop_process(self.proc, timeout, "app %d" % self.index)
+
+    def __repr__(self):
+        return "<AppInstance %d pid=%s %s>" % (self.index, self.pid, self.socket)
+
+
+class Stack(object):
+    """The whole stack in one directory. See the module docstring.
+
+    Attributes: url, internal_url, secret (bytes), dir, db_socket,
+    instances (list of AppInstance; empty when attached to a running stack).
+    """
+
+    def __init__(self, dir=None, instances=2, app_bin=None, app_env=None,
+                 port=None, internal_port=None, demo=False, keep=False,
+                 quiet=False):
+        self.dir = os.path.abspath(dir) if dir else None
+        self.own_dir = dir is None
+        self.default_count = instances
+        self.app_bin = os.path.abspath(app_bin or os.environ.get("TICKETS_BIN")
+                                       or DEFAULT_BIN)
+        # extra environment of every instance, on top of the TICKETS_DB_*
+        # and secret settings (TEST_APP_ENV for tests)
+        self.base_env = dict(TEST_APP_ENV if app_env is None else app_env)
+        self.extra_env = {}
+        self.port = port
+        self.internal_port = internal_port
+        self.demo = demo
+        self.keep = keep
+        self.quiet = quiet
+        self.attached = False
+        self.instances = []
+        self.secret = None
+        self.url = self.internal_url = None
+        self.db_proc = self.nginx_proc = None
+        self._nginx_workers = []
+        self._started = False
+        self.timings = {}
+
+    # -- paths
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    @property
+    def db_socket(self):
+        return self._db_socket if self.attached else self.path("mysql.sock")
+
+    @property
+    def secret_file(self):
+        return self._secret_file if self.attached else self.path("jwt-secret")
+
+    @property
+    def db_pid(self):
+        return self.db_proc.pid if self.db_proc else None
+
+    @property
+    def nginx_pid(self):
+        return self.nginx_proc.pid if self.nginx_proc else None
+
+    def _log(self, msg):
+        if not self.quiet:
+            sys.stderr.write("stack: %s\n" % msg)
+
+    # -- attach to a stack started elsewhere (`make run`)
+
+    @classmethod
+    def attach(cls, url=None, state_file=None):
+        """Use a running `make run` stack: URL (TICKETS_TEST_URL), database
+        socket and secret from its .run/stack.json. Nothing is started or
+        stopped; instances is empty, restart_apps() and the database
+        controls skip the calling test."""
+        state_file = state_file or os.path.join(ROOT, ".run", "stack.json")
+        try:
+            with open(state_file) as f:
+                state = json.load(f)
+        except OSError as e:
+            raise StackError("cannot attach to %s: %s (is `make run` "
+                             "running?)" % (state_file, e))
+        s = cls(dir=state["dir"], quiet=True)
+        s.attached = True
+        s.url = (url or state["url"]).rstrip("/")
+        s.internal_url = state["internal_url"]
+        s._db_socket = state["db_socket"]
+        s._secret_file = state["secret_file"]
+        with open(s._secret_file, "rb") as f:
+            s.secret = f.read()
+        if s.secret.endswith(b"\n"):
+            s.secret = s.secret[:-1]
+        s._attached_logs = state.get("app_logs", [])
+        s._started = True
+        return s
+
+    def _not_attached(self, what):
+        if self.attached:
+            msg = "%s needs a stack started by the harness, not TICKETS_TEST_URL" % what
+            if "pytest" in sys.modules:
+                import pytest
+                pytest.skip(msg)
+            raise StackError(msg)
+
+    # -- start and stop
+
+    def start(self):
+        """Start everything; on failure stop what was started, keep the
+        directory and raise StackError with the tails of the logs."""
+        t0 = time.monotonic()
+        if not os.access(self.app_bin, os.X_OK):
+            raise StackError("%s is missing or not executable: run `make` "
+                             "first (or set TICKETS_BIN)" % self.app_bin)
+        if pymysql is None:
+            raise StackError("python3-pymysql is missing: run "
+                             "scripts/install-deps.sh")
+        for tool in ("mariadbd", "mariadb-install-db", "mariadb", "nginx",
+                     "spawn-fcgi"):
+            if not shutil.which(tool, path=os.environ.get("PATH", "") +
+                                ":/usr/sbin:/sbin"):
+                raise StackError("%s not found: run scripts/install-deps.sh" % tool)
+        if self.dir is None:
+            self.dir = tempfile.mkdtemp(prefix="tickets-stack-")
+        else:
+            os.makedirs(self.dir, exist_ok=True)
+        longest = self.path("app%d.sock" % max(0, self.default_count - 1))
+        if len(self.path("mysql.sock")) > 100 or len(longest) > 100:
+            raise StackError("%s: path too long for unix sockets (max ~100 "
+                             "bytes); use a shorter directory" % self.dir)
+        try:
+            self._start_db()
+            self.timings["db"] = time.monotonic() - t0
+            self._setup_db()
+            self.timings["db+schema"] = time.monotonic() - t0
+            self._write_secret()
+            self._start_apps(self.default_count)
+            self.timings["apps"] = time.monotonic() - t0
+            self._start_nginx()
+            self.timings["total"] = time.monotonic() - t0
+        except BaseException as e:
+            self._log("start failed: %s" % e)
+            self.stop(keep=True)
+            self.print_logs()
+            raise
+        self._started = True
+        return self
+
+    def stop(self, keep=None):
+        """Stop in reverse order (nginx, apps, MariaDB): SIGTERM, then
+        SIGKILL after a timeout. The directory is removed when the harness
+        made it, unless keep (or self.keep, or TICKETS_KEEP=1)."""
+        if self.attached:
+            return
+        t0 = time.monotonic()
+        if self.nginx_proc is not None:
+            workers = _children(self.nginx_proc.pid) or self._nginx_workers
+            _stop_process(self.nginx_proc, 10, "nginx")
+            for pid in workers:   # a SIGKILLed master leaves its workers
+                if _is_nginx_worker(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            self.nginx_proc = None
+        for inst in self.instances:
+            if inst.running():
+                rc = inst.stop(10)
+                if rc != 0:
+                    self._log("app %d (pid %d) exited with status %s on "
+                              "SIGTERM (expected 0)" % (inst.index, inst.pid, rc))
+        if self.db_proc is not None:
+            if getattr(self, "_db_paused", False) and self.db_proc.poll() is None:
+                os.kill(self.db_proc.pid, signal.SIGCONT)
+                self._db_paused = False
+            _stop_process(self.db_proc, 60, "mariadbd")
+            self.db_proc = None
+        self.timings["stop"] = time.monotonic() - t0
+        keep = self.keep if keep is None else keep
+        if not keep:
+            self.remove()
+
+    def remove(self):
+        """Delete the stack's directory if the harness made it (a temp dir)
+        and TICKETS_KEEP=1 is not set (then say where the files are). A
+        directory given by the caller (`make run`: .run/) stays."""
+        if (self.attached or not self.own_dir or not self.dir
+                or not os.path.isdir(self.dir)):
+            return
+        if os.environ.get("TICKETS_KEEP") != "1":
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            self._log("files kept in %s" % self.dir)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, *rest):
+        self.stop(keep=exc_type is not None or None)
+        return False
+
+    def print_logs(self, lines=30, out=None):
+        """The tail of every log, for a failed start or test run."""
+        out = out or sys.stderr
+        if not self.dir or self.attached:
+            return
+        names = ["mariadb.err", "nginx-error.log", "nginx.out"]
+        names += sorted(n for n in os.listdir(self.dir)
+                        if n.startswith("app") and n.endswith(".log"))
+        for name in names:
+            p = self.path(name)
+            if os.path.exists(p):
+                out.write("----- %s (last %d lines)\n%s\n" % (p, lines, _tail(p, lines)))
+
+    # -- MariaDB
+
+    def _db_cmd(self):
+        cmd = ["mariadbd", "--no-defaults",
+               "--datadir=" + self.path("db"),
+               "--socket=" + self.path("mysql.sock"),
+               "--pid-file=" + self.path("mariadb.pid"),
+               "--log-error=" + self.path("mariadb.err"),
+               "--skip-networking", "--skip-log-bin",
+               "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+               "--sync-binlog=0", "--innodb-buffer-pool-size=256M",
+               "--max-connections=500",
+               "--plugin-load-add=metadata_lock_info",
+               "--default-time-zone=" + DB_TIME_ZONE,
+               "--character-set-server=utf8mb4"]
+        if os.geteuid() == 0:
+            cmd.append("--user=root")
+        return cmd
+
+    def _start_db(self):
+        datadir = self.path("db")
+        if not os.path.isdir(os.path.join(datadir, "mysql")):
+            cmd = ["mariadb-install-db", "--no-defaults",
+                   "--auth-root-authentication-method=normal",
+                   "--skip-test-db", "--datadir=" + datadir]
+            if os.geteuid() == 0:
+                cmd.append("--user=root")
+            with open(self.path("mariadb-install.log"), "wb") as log:
+                rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=log)
+            if rc != 0:
+                raise StackError("mariadb-install-db failed (%d):\n%s" % (
+                    rc, _tail(self.path("mariadb-install.log"))))
+        self.start_db()
+
+    def start_db(self, timeout=60):
+        """Start (or start again) the private MariaDB; wait until it answers."""
+        self._not_attached("start_db()")
+        if self.db_proc is not None and self.db_proc.poll() is None:
+            return
+        with open(self.path("mariadb.out"), "ab") as out:
+            self.db_proc = subprocess.Popen(
+                _guarded(self._db_cmd()), stdin=subprocess.DEVNULL, stdout=out,
+                stderr=out, start_new_session=True)
+        _wait_for("MariaDB", lambda: self._root_conn(db=None, timeout=2).close()
+                  or True, timeout, self.db_proc, self.path("mariadb.err"))
+
+    def stop_db(self, timeout=60):
+        """Shut the private MariaDB down (clean shutdown); start_db() brings
+        it back with the same data."""
+        self._not_attached("stop_db()")
+        _stop_process(self.db_proc, timeout, "mariadbd")
+
+    def pause_db(self):
+        """SIGSTOP MariaDB: connections hang instead of failing."""
+        self._not_attached("pause_db()")
+        os.kill(self.db_proc.pid, signal.SIGSTOP)
+        self._db_paused = True
+
+    def resume_db(self):
+        self._not_attached("resume_db()")
+        os.kill(self.db_proc.pid, signal.SIGCONT)
+        self._db_paused = False
+
+    def db_running(self):
+        if self.attached:
+            return True
+        return self.db_proc is not None and self.db_proc.poll() is None
+
+    def ensure_db(self):
+        """MariaDB running and not paused (after a test that stopped it)."""
+        if self.attached:
+            return
+        if getattr(self, "_db_paused", False):
+            self.resume_db()
+        if not self.db_running():
+            self.start_db()
+
+    def _root_conn(self, db=DB_NAME, timeout=10):
+        # lock_wait_timeout: a TRUNCATE or ALTER blocked by a transaction the
+        # app left open fails after 30 s instead of hanging the run for the
+        # server's default of a year.
+        return pymysql.connect(unix_socket=self.db_socket, user="root",
+                               password="", database=db, autocommit=True,
+                               connect_timeout=timeout, charset="utf8mb4",
+                               init_command="SET SESSION lock_wait_timeout = 30")
+
+    def _load_sql(self, filename, database=DB_NAME):
+        """Load a SQL file with the mariadb client (as root)."""
+        path = os.path.join(ROOT, "sql", filename)
+        with open(path, "rb") as f:
+            r = subprocess.run(
+                ["mariadb", "--no-defaults", "--socket=" + self.db_socket,
+                 "--user=root", "--batch", database],
+                stdin=f, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise StackError("loading %s failed:\n%s" % (
+                path, r.stdout.decode("utf-8", "replace")))
+
+    def _setup_db(self):
+        password = secrets.token_hex(16)
+        _write_private(self.path("db-password"), password + "\n")
+        conn = self._root_conn(db=None)
+        try:
+            cur = conn.cursor()
+            cur.execute("CREATE DATABASE IF NOT EXISTS %s CHARACTER SET utf8mb4 "
+                        "COLLATE utf8mb4_unicode_ci" % DB_NAME)
+            cur.execute("DROP USER IF EXISTS '%s'@'localhost'" % DB_USER)
+            cur.execute("CREATE USER '%s'@'localhost' IDENTIFIED BY %%s" % DB_USER,
+                        [password])
+        finally:
+            conn.close()
+        self._load_sql("schema.sql")
+        self._load_sql("grants.sql")
+        if self.demo:
+            self._load_sql("demo.sql")
+
+    def _write_secret(self):
+        self.secret = secrets.token_hex(32).encode("ascii")
+        _write_private(self.path("jwt-secret"), self.secret.decode() + "\n")
+
+    # -- apps
+
+    def _app_env(self):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("TICKETS_")}
+        env.update({
+            "TICKETS_DB_SOCKET": self.path("mysql.sock"),
+            "TICKETS_DB_USER": DB_USER,
+            "TICKETS_DB_PASSWORD_FILE": self.path("db-password"),
+            "TICKETS_DB_NAME": DB_NAME,
+            "TICKETS_JWT_SECRET_FILE": self.path("jwt-secret"),
+        })
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.base_env)
+        env.update(self.extra_env)
+        return env
+
+    def _start_apps(self, count):
+        env = self._app_env()
+        self.instances = []
+        for i in range(count):
+            inst = AppInstance(i, self.path("app%d.sock" % i),
+                               self.path("app%d.log" % i), self.app_bin, env)
+            self.instances.append(inst)
+            inst.start()
+        for inst in self.instances:
+            inst.wait_ready()
+
+    def restart_apps(self, env=None, count=None):
+        """Stop every app instance and start count (default: as at start) with
+        env merged over the defaults; env=None restores the defaults. nginx is
+        reloaded so its upstream lists exactly these instances (and forgets
+        failures seen before). The logs append to the same app<N>.log."""
+        self._not_attached("restart_apps()")
+        count = self.default_count if count is None else count
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        for inst in self.instances:
+            inst.stop()
+        self.extra_env = dict(env or {})
+        self._start_apps(count)
+        self._render_nginx()
+        self._reload_nginx()
+
+    def apps_modified(self):
+        """True when the apps are not the default set (env, count) or one of
+        them is not running."""
+        if self.attached:
+            return False
+        return (bool(self.extra_env) or len(self.instances) != self.default_count
+                or not all(i.running() for i in self.instances))
+
+    def crashed_instances(self):
+        """Instances that exited without being stopped by the harness."""
+        return [i for i in self.instances if not i.stopped and i.proc is not None
+                and i.proc.poll() is not None]
+
+    def app_log_paths(self):
+        if self.attached:
+            return list(self._attached_logs)
+        return sorted(os.path.join(self.dir, n) for n in os.listdir(self.dir)
+                      if n.startswith("app") and n.endswith(".log"))
+
+    def app_logs(self):
+        """All app stderr so far, every instance and restart, concatenated."""
+        out = []
+        for p in self.app_log_paths():
+            try:
+                with open(p, "rb") as f:
+                    out.append(f.read().decode("utf-8", "replace"))
+            except OSError:
+                pass
+        return "".join(out)
+
+    def log_mark(self):
+        """Current sizes of the app logs, for sanitizer_report(since=...)."""
+        mark = {}
+        for p in self.app_log_paths():
+            try:
+                mark[p] = os.path.getsize(p)
+            except OSError:
+                pass
+        return mark
+
+    def sanitizer_report(self, since=None):
+        """App log lines that show a sanitizer finding ("runtime error",
+        "...Sanitizer..."), optionally only those after a log_mark()."""
+        found = []
+        for p in self.app_log_paths():
+            try:
+                with open(p, "rb") as f:
+                    f.seek((since or {}).get(p, 0))
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if any(m in line for m in SANITIZER_MARKS):
+                    found.append("%s: %s" % (os.path.basename(p), line))
+        return found
+
+    # -- nginx
+
+    def _render_nginx(self):
+        with open(os.path.join(ROOT, "nginx", "nginx.conf.in")) as f:
+            conf = f.read()
+        servers = "\n        ".join(
+            "server unix:%s max_fails=1 fail_timeout=2s;" % i.socket
+            for i in self.instances)
+        values = {
+            "PREFIX": self.dir,
+            "USER": pwd.getpwuid(os.geteuid()).pw_name,
+            "GROUP": grp.getgrgid(os.getegid()).gr_name,
+            "PORT": str(self.port),
+            "INTERNAL_PORT": str(self.internal_port),
+            "UPSTREAM_SERVERS": servers,
+        }
+        lines = []
+        for line in conf.splitlines(True):
+            # placeholders in comments (the template documents them) stay
+            code, hash_, comment = line.partition("#")
+            unknown = set(re.findall(r"@([A-Z_]+)@", code)) - set(values)
+            if unknown:
+                raise StackError("nginx.conf.in: unknown placeholder(s) %s"
+                                 % sorted(unknown))
+            code = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], code)
+            lines.append(code + hash_ + comment)
+        conf = "".join(lines)
+        snippets = self.path("snippets")
+        os.makedirs(snippets, exist_ok=True)
+        src = os.path.join(ROOT, "nginx", "snippets")
+        for name in os.listdir(src):
+            shutil.copyfile(os.path.join(src, name), os.path.join(snippets, name))
+        os.makedirs(self.path("tmp"), exist_ok=True)
+        with open(self.path("nginx.conf"), "w") as f:
+            f.write(conf)
+
+    def _nginx_cmd(self, *extra):
+        return ["nginx", "-p", self.dir + "/", "-c", self.path("nginx.conf"),
+                "-e", self.path("nginx-error.log")] + list(extra)
+
+    def _nginx_test(self):
+        r = subprocess.run(self._nginx_cmd("-t", "-q"), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise StackError("nginx -t failed:\n%s" % r.stdout.decode())
+
+    def _start_nginx(self):
+        if self.port is None:
+            self.port = _free_port()
+        if self.internal_port is None:
+            self.internal_port = _free_port()
+            while self.internal_port == self.port:
+                self.internal_port = _free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.internal_url = "http://127.0.0.1:%d" % self.internal_port
+        self._render_nginx()
+        self._nginx_test()
+        with open(self.path("nginx.out"), "ab") as out:
+            self.nginx_proc = subprocess.Popen(
+                _guarded(self._nginx_cmd()), stdin=subprocess.DEVNULL, stdout=out,
+                stderr=out, start_new_session=True)
+
+        def ours(url):
+            # our own JSON 404, so not some other server on that port
+            r = http_request(url, "GET", "/.stack-ready", timeout=2)
+            return r.status == 404 and (r.json or {}).get("error") == "not_found"
+        for url in (self.url, self.internal_url):
+            _wait_for("nginx on " + url, lambda: ours(url), 20,
+                      self.nginx_proc, self.path("nginx-error.log"))
+        self._nginx_workers = _children(self.nginx_proc.pid)
+
+    def _reload_nginx(self, timeout=20):
+        self._nginx_test()
+        old = set(_children(self.nginx_proc.pid))
+        self.nginx_proc.send_signal(signal.SIGHUP)
+
+        def reloaded():
+            now = set(_children(self.nginx_proc.pid))
+            return now and not (now & old)
+        _wait_for("nginx reload", reloaded, timeout, self.nginx_proc,
+                  self.path("nginx-error.log"))
+        self._nginx_workers = _children(self.nginx_proc.pid)
+
+    # -- HTTP, tokens
+
+    def request(self, method, path, token=None, body=None, headers=None,
+                timeout=30, base=None):
+        """One HTTP request through nginx (public server unless base, e.g.
+        stack.internal_url; a full http:// URL as path also works)."""
+        return http_request(base or self.url, method, path, token, body,
+                            headers, timeout)
+
+    def token(self, sub, exp_delta=300, alg="HS256", secret=None, header=None,
+              sub_raw=False, **claims):
+        """A JWT for user sub, signed with the stack's secret; see make_token."""
+        return make_token(self.secret if secret is None else secret, sub,
+                          exp_delta, alg, header, sub_raw, **claims)
+
+    # -- database
+
+    def db(self):
+        """A new pymysql connection: root, autocommit, database tickets.
+        The caller closes it."""
+        return self._root_conn()
+
+    def sql(self, query, args=None):
+        """Run one statement as root; return its rows as a list of tuples."""
+        conn = self._root_conn()
+        try:
+            cur = conn.cursor()
+            cur.execute(query, args)
+            return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    def make_user(self, id, premium=True, premium_until=None):
+        """premium: premium_until = now + 30 days; else a day ago. An explicit
+        premium_until (a datetime or 'YYYY-MM-DD hh:mm:ss' in UTC) wins."""
+        if premium_until is not None:
+            self.sql("INSERT INTO users (id, premium_until) VALUES (%s, %s) "
+                     "ON DUPLICATE KEY UPDATE premium_until = VALUES(premium_until)",
+                     [id, premium_until])
+        else:
+            self.sql("INSERT INTO users (id, premium_until) VALUES (%s, "
+                     "UTC_TIMESTAMP() + INTERVAL %s DAY) ON DUPLICATE KEY "
+                     "UPDATE premium_until = VALUES(premium_until)",
+                     [id, 30 if premium else -1])
+        return id
+
+    def make_event(self, id, title=None, free=True, quota=None, starts_in=86400,
+                   issued=0):
+        """An event starting starts_in seconds from now (negative: started)."""
+        self.sql("INSERT INTO events (id, title, starts_at, free_for_premium, "
+                 "free_quota, free_issued) VALUES (%s, %s, UTC_TIMESTAMP() + "
+                 "INTERVAL %s SECOND, %s, %s, %s)",
+                 [id, title if title is not None else "Event %d" % id,
+                  int(starts_in), 1 if free else 0, quota, issued])
+        return id
+
+    def make_order(self, user_id, event_id, status="paid"):
+        """An order as the shop writes it; returns its id."""
+        conn = self._root_conn()
+        try:
+            cur = conn.cursor()
+            cur.execute("INSERT INTO orders (user_id, event_id, status) "
+                        "VALUES (%s, %s, %s)", [user_id, event_id, status])
+            return cur.lastrowid
+        finally:
+            conn.close()
+
+    def held_locks(self):
+        """Names of the named (GET_LOCK) locks held right now, by anyone."""
+        return [r[0] for r in self.sql(
+            "SELECT TABLE_SCHEMA FROM information_schema.METADATA_LOCK_INFO "
+            "WHERE LOCK_TYPE = 'User lock'")]
+
+    def reset_tables(self):
+        """Empty the four tables (the `clean` fixture, before each test)."""
+        conn = self._root_conn()
+        try:
+            cur = conn.cursor()
+            for t in ("free_tickets", "orders", "users", "events"):
+                cur.execute("TRUNCATE TABLE %s" % t)
+        finally:
+            conn.close()
+
+    def invariant_problems(self, settle=2.0):
+        """What is wrong after a test: ticket locks still held (after up to
+        settle seconds), events whose free_issued is not their row count."""
+        deadline = time.monotonic() + settle
+        while True:
+            held = [n for n in self.held_locks() if n.startswith(LOCK_PREFIX)]
+            if not held or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        problems = []
+        if held:
+            problems.append("named locks still held: %s" % held)
+        bad = self.sql(
+            "SELECT e.id, e.free_issued, COUNT(f.id) FROM events e LEFT JOIN "
+            "free_tickets f ON f.event_id = e.id GROUP BY e.id, e.free_issued "
+            "HAVING e.free_issued <> COUNT(f.id)")
+        if bad:
+            problems.append("free_issued != rows (event, free_issued, rows): %s"
+                            % [tuple(int(x) for x in r) for r in bad])
+        orphans = self.sql(
+            "SELECT f.event_id, COUNT(*) FROM free_tickets f LEFT JOIN events e "
+            "ON e.id = f.event_id WHERE e.id IS NULL GROUP BY f.event_id")
+        if orphans:
+            problems.append("tickets of missing events: %s" % list(orphans))
+        return problems
+
+    # -- state for `make run` and TICKETS_TEST_URL
+
+    def write_state(self, path):
+        state = {
+            "dir": self.dir, "url": self.url, "internal_url": self.internal_url,
+            "db_socket": self.db_socket, "db_name": DB_NAME,
+            "db_user": DB_USER, "db_password_file": self.path("db-password"),
+            "secret_file": self.secret_file, "bin": self.app_bin,
+            "pids": {"runner": os.getpid(), "mariadbd": self.db_pid,
+                     "nginx": self.nginx_pid,
+                     "apps": [i.pid for i in self.instances]},
+            "app_sockets": [i.socket for i in self.instances],
+            "app_logs": [i.log_path for i in self.instances],
+        }
+        with open(path, "w") as f:
+            json.dump(state, f, indent=2)
+            f.write("\n")
+
+
+# ---------------------------------------------------------------------------
+# `make run`
+
+def _run(args):
+    run_dir = os.path.join(ROOT, ".run")
+    state_file = os.path.join(run_dir, "stack.json")
+    app_bin = os.path.abspath(args.bin or os.environ.get("TICKETS_BIN") or DEFAULT_BIN)
+    if not os.access(app_bin, os.X_OK):
+        sys.stderr.write("%s not found: run `make` first.\n" % app_bin)
+        return 1
+    try:
+        with open(state_file) as f:
+            old = json.load(f)
+        runner = old.get("pids", {}).get("runner")
+        if runner and runner != os.getpid() and _alive(runner):
+            sys.stderr.write("a stack is already running from %s (pid %d); "
+                             "stop it first (Ctrl-C there, or kill %d).\n"
+                             % (run_dir, runner, runner))
+            return 1
+    except (OSError, ValueError):
+        pass
+    internal_port = args.internal_port or args.port + 1
+    for p in (args.port, internal_port):
+        if not _port_free(p):
+            sys.stderr.write("port %d on 127.0.0.1 is in use; choose others: "
+                             "python3 tests/stack.py run --port N "
+                             "[--internal-port M]\n" % p)
+            return 1
+    shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *a: stop.set())
+
+    stack = Stack(dir=run_dir, instances=args.instances, app_bin=app_bin,
+                  app_env={}, port=args.port, internal_port=internal_port,
+                  demo=True)
+    print("starting MariaDB, %d app instance(s) and nginx in %s ..."
+          % (args.instances, run_dir), flush=True)
+    try:
+        stack.start()
+    except StackError as e:
+        sys.stderr.write("\nmake run failed: %s\nlogs kept in %s\n" % (e, run_dir))
+        return 1
+    stack.write_state(state_file)
+    tokens = {u: stack.token(u, exp_delta=86400) for u in (1, 2, 3, 4)}
+    with open(os.path.join(run_dir, "tokens.env"), "w") as f:
+        for u, t in tokens.items():
+            f.write("T%d='%s'\n" % (u, t))
+    u = stack.url
+    print("""
+tickets-fcgi is running (started in %.1f s)
+  API       %s
+  internal  %s  (/metrics, /api/health)
+  files     %s  (logs: app*.log, mariadb.err, nginx-*.log)
+  database  mariadb --no-defaults -S %s -uroot tickets
+
+Demo users: 1 and 2 premium, 3 premium expired, 4 never premium.
+Demo events: 1 free, 2 free (quota 100), 3 free (quota 2), 4 not free,
+5 already started, 6 sold out. Tokens valid 24 h (also in .run/tokens.env):
+
+%s
+
+Try (paste the T1..T4 lines above first):
+  curl -s %s/api/events
+  curl -s -i -X POST -H "Authorization: Bearer $T1" %s/api/events/1/participation   # 201, created
+  curl -s -i -X POST -H "Authorization: Bearer $T1" %s/api/events/1/participation   # 200, same ticket
+  curl -s -H "Authorization: Bearer $T1" %s/api/events/1/participation              # your ticket
+  curl -s -i -X POST -H "Authorization: Bearer $T4" %s/api/events/1/participation   # 403 not_premium
+  curl -s %s/metrics
+
+Ctrl-C stops everything.""" % (
+        stack.timings.get("total", 0), u, stack.internal_url, run_dir,
+        stack.db_socket, "\n".join("T%d='%s'" % kv for kv in tokens.items()),
+        u, u, u, u, u, stack.internal_url), flush=True)
+
+    rc = 0
+    while not stop.wait(0.5):
+        dead = [("mariadbd", stack.db_proc, stack.path("mariadb.err"))]
+        dead += [("nginx", stack.nginx_proc, stack.path("nginx-error.log"))]
+        dead += [("app %d" % i.index, i.proc, i.log_path) for i in stack.instances]
+        dead = [d for d in dead if d[1] is not None and d[1].poll() is not None]
+        if dead:
+            for name, proc, log in dead:
+                sys.stderr.write("\n%s exited unexpectedly (status %s); last "
+                                 "lines of %s:\n%s\n" % (name, proc.returncode,
+                                                         log, _tail(log)))
+            rc = 1
+            break
+    print("\nstopping ...", flush=True)
+    stack.stop()
+    try:
+        os.unlink(state_file)
+    except OSError:
+        pass
+    print("stopped (%.1f s); logs are in %s" % (stack.timings.get("stop", 0),
+                                                run_dir))
+    return rc
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd")
+    r = sub.add_parser("run", help="start the stack with demo data under "
+                       ".run/ until Ctrl-C (make run)")
+    r.add_argument("--port", type=int, default=8080, help="public port "
+                   "(127.0.0.1; default 8080)")
+    r.add_argument("--internal-port", type=int, default=None,
+                   help="port for /metrics and /api/health (default port+1)")
+    r.add_argument("--instances", type=int, default=2,
+                   help="app instances behind nginx (default 2)")
+    r.add_argument("--bin", default=None, help="app binary (default "
+                   "$TICKETS_BIN or build/tickets-fcgi)")
+    args = p.parse_args(argv)
+    if args.cmd != "run":
+        p.print_help()
+        return 2
+    return _run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
