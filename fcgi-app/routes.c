@@ -123,12 +123,27 @@ const char *routes_allow(enum route_id id)
     return "";
 }
 
-static json_t *ticket_json(const struct ticket *t)
+json_t *routes_ticket_json(const struct ticket *t)
 {
     return json_pack("{s:I, s:s, s:I, s:I, s:s}", "id", (json_int_t)t->id,
                      "code", t->code, "user_id", (json_int_t)t->user_id,
                      "event_id", (json_int_t)t->event_id, "created_at",
                      t->created_at);
+}
+
+json_t *routes_event_json(const struct event_row *e)
+{
+    json_t *quota = e->has_quota ? json_integer(e->free_quota) : json_null();
+    json_t *left = e->has_quota
+                       ? json_integer(e->free_issued >= e->free_quota
+                                          ? 0
+                                          : e->free_quota - e->free_issued)
+                       : json_null();
+
+    return json_pack("{s:I, s:s, s:s, s:b, s:o, s:o}", "id", (json_int_t)e->id,
+                     "title", e->title, "starts_at", e->starts_at,
+                     "free_for_premium", e->free_for_premium, "free_quota",
+                     quota, "free_left", left);
 }
 
 /* Answer a claim or a read with its outcome. */
@@ -148,11 +163,11 @@ static void respond(struct http_request *r, enum claim_outcome o,
     }
     if (is_claim)
         http_send_json(r, status,
-                       json_pack("{s:o, s:b}", "ticket", ticket_json(t),
+                       json_pack("{s:o, s:b}", "ticket", routes_ticket_json(t),
                                  "created", o == CLAIM_CREATED),
                        NULL);
     else
-        http_send_json(r, status, json_pack("{s:o}", "ticket", ticket_json(t)),
+        http_send_json(r, status, json_pack("{s:o}", "ticket", routes_ticket_json(t)),
                        NULL);
 }
 
@@ -302,19 +317,7 @@ static void participation_get(const struct route_ctx *ctx,
 
 static void add_event(const struct event_row *e, void *ctx)
 {
-    json_t *list = ctx;
-    json_t *quota = e->has_quota ? json_integer(e->free_quota) : json_null();
-    json_t *left = e->has_quota
-                       ? json_integer(e->free_issued >= e->free_quota
-                                          ? 0
-                                          : e->free_quota - e->free_issued)
-                       : json_null();
-
-    json_array_append_new(
-        list, json_pack("{s:I, s:s, s:s, s:b, s:o, s:o}", "id",
-                        (json_int_t)e->id, "title", e->title, "starts_at",
-                        e->starts_at, "free_for_premium", e->free_for_premium,
-                        "free_quota", quota, "free_left", left));
+    json_array_append_new(ctx, routes_event_json(e));
 }
 
 static void events_list(const struct route_ctx *ctx, struct http_request *r,

@@ -43,6 +43,11 @@ enum route_id {
 enum route_id routes_match(const char *path, const char **arg,
                            size_t *arg_len);
 
+/* The JSON of a ticket and of an event, as the API shows them (pure; the
+ * caller owns the result). */
+json_t *routes_ticket_json(const struct ticket *t);
+json_t *routes_event_json(const struct event_row *e);
+
 /* The Allow header value of a route, e.g. "GET, HEAD, POST". */
 const char *routes_allow(enum route_id id);
 
