@@ -7,32 +7,15 @@ import re
 
 import pytest
 
+from helpers import path, is_json, assert_error, rows, issued
+
 CREATED_AT_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 CODE_RE = re.compile(r"^[0-9a-f]{32}$")
 MAX_ID = 9223372036854775807
 
 
-def path(event_id):
-    return "/api/events/%s/participation" % event_id
-
-
 def claim(stack, user, event, **kw):
     return stack.request("POST", path(event), token=stack.token(user), **kw)
-
-
-def is_json(resp):
-    return resp.headers.get("content-type", "").startswith("application/json")
-
-
-def assert_error(resp, status, code):
-    assert resp.status == status, (resp.status, resp.text)
-    assert is_json(resp), resp.headers
-    body = resp.json
-    assert isinstance(body, dict), resp.text
-    assert set(body) == {"error", "message"}, body
-    assert isinstance(body["error"], str), body
-    assert isinstance(body["message"], str) and body["message"], body
-    assert body["error"] == code, body
 
 
 def assert_ticket(t, user, event):
@@ -60,19 +43,6 @@ def assert_existing(resp, ticket):
     assert set(resp.json) == {"ticket", "created"}, resp.json
     assert resp.json["created"] is False, resp.json
     assert resp.json["ticket"] == ticket, (resp.json["ticket"], ticket)
-
-
-def rows(stack, user=None, event=None):
-    q, a = "SELECT COUNT(*) FROM free_tickets WHERE 1=1", []
-    if user is not None:
-        q, a = q + " AND user_id=%s", a + [user]
-    if event is not None:
-        q, a = q + " AND event_id=%s", a + [event]
-    return stack.sql(q, a)[0][0]
-
-
-def issued(stack, event):
-    return stack.sql("SELECT free_issued FROM events WHERE id=%s", [event])[0][0]
 
 
 def assert_nothing_written(stack, event, before_issued=0):

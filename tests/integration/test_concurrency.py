@@ -16,13 +16,11 @@ import urllib.parse
 
 import pytest
 
+from helpers import path, issued, rows
+
 UNSAFE = {"TICKETS_TEST_UNSAFE_NO_LOCK": "1"}
 REQUEST_TIMEOUT = 30
 JOIN_TIMEOUT = 90
-
-
-def path(event_id):
-    return "/api/events/%s/participation" % event_id
 
 
 Result = collections.namedtuple("Result", "status headers body elapsed error")
@@ -96,19 +94,6 @@ def statuses(results):
 
 def codes(results):
     return collections.Counter((r.status, (r.body or {}).get("error")) for r in results)
-
-
-def row_count(stack, user=None, event=None):
-    q, a = "SELECT COUNT(*) FROM free_tickets WHERE 1=1", []
-    if user is not None:
-        q, a = q + " AND user_id=%s", a + [user]
-    if event is not None:
-        q, a = q + " AND event_id=%s", a + [event]
-    return stack.sql(q, a)[0][0]
-
-
-def issued(stack, event):
-    return stack.sql("SELECT free_issued FROM events WHERE id=%s", [event])[0][0]
 
 
 def add_premium_users(stack, ids):
@@ -218,7 +203,7 @@ def test_a_race_is_real_without_lock_and_unique_key(stack):
             stack.make_user(user)
             tok = stack.token(user)
             results = fire(stack, [("POST", path(event), tok)] * 50, threads=50)
-            n = row_count(stack, user, event)
+            n = rows(stack, user, event)
             seen.append((n, dict(codes(results))))
             if n > 1:
                 break
@@ -239,8 +224,8 @@ def test_b_500_identical_claims_over_two_instances(stack):
     results = fire(stack, [("POST", path(7), tok)] * 500, threads=64)
     took = time.monotonic() - t0
     assert_one_ticket(results, 42, 7)
-    assert row_count(stack, 42, 7) == 1
-    assert row_count(stack) == 1
+    assert rows(stack, 42, 7) == 1
+    assert rows(stack) == 1
     assert issued(stack, 7) == 1
     assert max(r.elapsed for r in results) < 10, max(r.elapsed for r in results)
     assert took < 60, took
@@ -266,7 +251,7 @@ def test_c1_unique_key_alone_keeps_one_ticket(stack):
             results = fire(stack, [("POST", path(7), stack.token(user))] * 200, threads=64)
             assert not [r for r in results if r.status >= 500], (rnd, codes(results))
             assert_one_ticket(results, user, 7)
-            assert row_count(stack, user, 7) == 1
+            assert rows(stack, user, 7) == 1
         assert issued(stack, 7) == 2
 
 
@@ -280,7 +265,7 @@ def test_c2_lock_alone_keeps_one_ticket(stack):
         for user in (42, 43):
             stack.make_user(user)
             results = fire(stack, [("POST", path(7), stack.token(user))] * 200, threads=64)
-            assert row_count(stack, user, 7) == 1, codes(results)
+            assert rows(stack, user, 7) == 1, codes(results)
             assert_one_ticket(results, user, 7)
         assert issued(stack, 7) == 2
 
@@ -297,7 +282,7 @@ def test_d_quota_under_concurrency(stack):
     assert c[(201, None)] == 50 and c[(409, "sold_out")] == 250, c
     winners = sorted(r.body["ticket"]["user_id"] for r in results if r.status == 201)
     assert len(set(winners)) == 50
-    assert row_count(stack, event=7) == 50
+    assert rows(stack, event=7) == 50
     assert issued(stack, 7) == 50
     assert sorted(x[0] for x in stack.sql("SELECT user_id FROM free_tickets")) == winners
     listed = stack.request("GET", "/api/events").json["events"]
@@ -334,7 +319,7 @@ def test_d_quota_with_repeats(stack):
             assert set(c) == {409}, codes(rs)
             assert all(r.body["error"] == "sold_out" for r in rs)
     assert winners == 20
-    assert row_count(stack, event=7) == 20 and issued(stack, 7) == 20
+    assert rows(stack, event=7) == 20 and issued(stack, 7) == 20
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +371,7 @@ def test_e_lock_timeout_is_503_busy_and_other_users_are_served(stack):
             ra = r.headers.get("retry-after")
             assert ra is not None and ra.strip().isdigit(), r.headers
             assert 0.8 <= elapsed <= 4.0, elapsed
-        assert row_count(stack, 42, 7) == 0
+        assert rows(stack, 42, 7) == 0
         # the app itself holds nothing while it waits for nobody
         assert [n for n in stack.held_locks() if n != "tickets:user:42"] == []
     finally:
@@ -413,7 +398,7 @@ def test_f_one_user_many_events_at_once(stack):
     for e in events:
         assert_one_ticket(by_event[path(e)], 42, e)
         assert issued(stack, e) == 1
-    assert row_count(stack, user=42) == 10
+    assert rows(stack, user=42) == 10
     assert stack.sql("SELECT COUNT(DISTINCT event_id) FROM free_tickets WHERE user_id=42")[0][0] == 10
 
 
@@ -453,13 +438,13 @@ def test_g_mixed_crowd_is_consistent(stack):
     assert c[(409, "not_free")] == len(premium) * 2, c
     assert c[(409, "event_started")] == len(premium) * 2, c
     assert c[(409, "paid_order_exists")] == 4, c
-    assert row_count(stack, event=11) == len(premium) - 2
-    assert row_count(stack, event=12) == 15
-    assert row_count(stack, event=13) == len(premium)
-    assert row_count(stack, event=14) == row_count(stack, event=15) == 0
+    assert rows(stack, event=11) == len(premium) - 2
+    assert rows(stack, event=12) == 15
+    assert rows(stack, event=13) == len(premium)
+    assert rows(stack, event=14) == rows(stack, event=15) == 0
     for e in (11, 12, 13, 14, 15):
-        assert issued(stack, e) == row_count(stack, event=e)
-    assert c[(201, None)] == row_count(stack)
+        assert issued(stack, e) == rows(stack, event=e)
+    assert c[(201, None)] == rows(stack)
 
 
 def test_e2_lock_released_during_the_wait_is_served(stack):

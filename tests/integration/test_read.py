@@ -8,26 +8,9 @@ import urllib.parse
 
 import pytest
 
+from helpers import path, is_json, assert_error
+
 STARTS_AT_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-
-
-def path(event_id):
-    return "/api/events/%s/participation" % event_id
-
-
-def is_json(resp):
-    return resp.headers.get("content-type", "").startswith("application/json")
-
-
-def assert_error(resp, status, code):
-    assert resp.status == status, (resp.status, resp.text)
-    assert is_json(resp), resp.headers
-    body = resp.json
-    assert isinstance(body, dict), resp.text
-    assert set(body) == {"error", "message"}, body
-    assert isinstance(body["error"], str), body
-    assert isinstance(body["message"], str) and body["message"], body
-    assert body["error"] == code, body
 
 
 def claim(stack, user, event):

@@ -1,0 +1,37 @@
+"""Helpers shared by the integration tests: paths, the contract's error
+shape, and row counts.  Imported as `from helpers import ...` (pytest puts
+this directory on sys.path)."""
+
+
+def path(event_id):
+    return "/api/events/%s/participation" % event_id
+
+
+def is_json(resp):
+    return resp.headers.get("content-type", "").startswith("application/json")
+
+
+def assert_error(resp, status, code):
+    """The contract's error: status, JSON, exactly {"error", "message"}."""
+    assert resp.status == status, (resp.status, resp.text)
+    assert is_json(resp), resp.headers
+    body = resp.json
+    assert isinstance(body, dict), resp.text
+    assert set(body) == {"error", "message"}, body
+    assert isinstance(body["error"], str), body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert body["error"] == code, body
+
+
+def rows(stack, user=None, event=None):
+    """free_tickets rows, optionally of one user and/or event."""
+    q, a = "SELECT COUNT(*) FROM free_tickets WHERE 1=1", []
+    if user is not None:
+        q, a = q + " AND user_id=%s", a + [user]
+    if event is not None:
+        q, a = q + " AND event_id=%s", a + [event]
+    return stack.sql(q, a)[0][0]
+
+
+def issued(stack, event):
+    return stack.sql("SELECT free_issued FROM events WHERE id=%s", [event])[0][0]
