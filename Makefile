@@ -57,7 +57,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
-	sanitize-test
+	sanitize-test test-browser
 
 all: $(BUILD)/tickets-fcgi
 
@@ -109,6 +109,12 @@ sanitize-test:
 	done
 	$(Q)$(MAKE) --no-print-directory SANITIZE=thread unit
 
+# Browser tests (Debian chromium + playwright-core, the PHP example under
+# php-fpm); installs chromium, php8.2-fpm/-cli/-curl and the pinned npm
+# package if missing.  Kept out of `make test` (a large install); CI runs it.
+test-browser: $(BUILD)/tickets-fcgi
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi tests/browser/run.sh
+
 run:
 	$(Q)scripts/install-deps.sh
 	$(Q)$(MAKE) --no-print-directory all
@@ -122,6 +128,9 @@ install: $(BUILD)/tickets-fcgi
 	$(INSTALL) -m 0644 nginx/tickets.conf nginx/nginx.conf.in $(DESTDIR)$(DATADIR)/nginx/
 	$(INSTALL) -m 0644 nginx/snippets/*.conf $(DESTDIR)$(DATADIR)/nginx/snippets/
 	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(INSTALL) -d $(DESTDIR)$(DATADIR)/web/static
+	$(INSTALL) -m 0644 web/index.html $(DESTDIR)$(DATADIR)/web/
+	$(INSTALL) -m 0644 web/static/* $(DESTDIR)$(DATADIR)/web/static/
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tickets-fcgi

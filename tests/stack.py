@@ -14,6 +14,11 @@ the system's MariaDB and nginx services are never touched.
 
     python3 tests/stack.py run [--port 8080]     # what `make run` does
 
+Options of Stack beyond the API: web=True serves the page of web/ at `/`
+(and, with demo=True, the demo sign-in's /demo/tokens.json, written by
+write_demo_tokens()); php=True starts php-fpm on a unix socket in the run
+directory and routes /php/ to the PHP example in examples/php/.
+
 Standard library and pymysql only (Debian: python3, python3-pymysql).
 """
 
@@ -59,6 +64,15 @@ DB_TIME_ZONE = os.environ.get("TICKETS_TEST_DB_TZ", "+02:00")
 # Environment of the app instances under test (the contract's defaults
 # otherwise). `make run` leaves them to the app.
 TEST_APP_ENV = {"TICKETS_THREADS": "8", "TICKETS_LOCK_TIMEOUT": "1"}
+WEB_ROOT = os.path.join(ROOT, "web")
+PHP_ROOT = os.path.join(ROOT, "examples", "php")
+# The users of sql/demo.sql, as the demo sign-in of `make run` lists them.
+DEMO_USERS = [
+    (1, "User 1: premium"),
+    (2, "User 2: premium, with an order for Jazz in the park"),
+    (3, "User 3: premium expired yesterday"),
+    (4, "User 4: never premium"),
+]
 
 
 class StackError(RuntimeError):
@@ -477,7 +491,7 @@ class Stack(object):
 
     def __init__(self, dir=None, instances=2, app_bin=None, app_env=None,
                  port=None, internal_port=None, demo=False, keep=False,
-                 quiet=False):
+                 quiet=False, web=False, php=False):
         self.dir = os.path.abspath(dir) if dir else None
         self.own_dir = dir is None
         self.default_count = instances
@@ -490,6 +504,9 @@ class Stack(object):
         self.port = port
         self.internal_port = internal_port
         self.demo = demo
+        self.web = web        # serve web/ at / (and /demo/tokens.json if demo)
+        self.php = php        # php-fpm with examples/php/ at /php/
+        self.php_proc = None
         self.keep = keep
         self.quiet = quiet
         self.attached = False
@@ -517,6 +534,10 @@ class Stack(object):
     @property
     def db_pid(self):
         return self.db_proc.pid if self.db_proc else None
+
+    @property
+    def php_pid(self):
+        return self.php_proc.pid if self.php_proc else None
 
     @property
     def nginx_pid(self):
@@ -597,6 +618,8 @@ class Stack(object):
             self._start_apps(self.default_count)
             self.timings["apps"] = time.monotonic() - t0
             self._start_nginx()
+            if self.php:
+                self._start_php()
             self.timings["total"] = time.monotonic() - t0
         except BaseException as e:
             self._log("start failed: %s" % e)
@@ -613,6 +636,9 @@ class Stack(object):
         if self.attached:
             return
         t0 = time.monotonic()
+        if self.php_proc is not None:
+            _stop_process(self.php_proc, 10, "php-fpm")
+            self.php_proc = None
         if self.nginx_proc is not None:
             workers = _children(self.nginx_proc.pid) or self._nginx_workers
             _stop_process(self.nginx_proc, 10, "nginx")
@@ -664,7 +690,8 @@ class Stack(object):
         out = out or sys.stderr
         if not self.dir or self.attached:
             return
-        names = ["mariadb.err", "nginx-error.log", "nginx.out"]
+        names = ["mariadb.err", "nginx-error.log", "nginx.out", "php-fpm.log",
+                 "php-error.log"]
         names += sorted(n for n in os.listdir(self.dir)
                         if n.startswith("app") and n.endswith(".log"))
         for name in names:
@@ -908,6 +935,8 @@ class Stack(object):
             "PORT": str(self.port),
             "INTERNAL_PORT": str(self.internal_port),
             "UPSTREAM_SERVERS": servers,
+            "WEB": self._nginx_web(),
+            "PHP": self._nginx_php(),
         }
         lines = []
         for line in conf.splitlines(True):
@@ -928,6 +957,35 @@ class Stack(object):
         os.makedirs(self.path("tmp"), exist_ok=True)
         with open(self.path("nginx.conf"), "w") as f:
             f.write(conf)
+
+    def _nginx_web(self):
+        if not self.web:
+            return ""
+        text = ('root "%s";\n        include snippets/tickets-web.conf;'
+                % WEB_ROOT)
+        if self.demo:
+            # make run only: the demo sign-in's users and tokens (never in
+            # nginx/tickets.conf or its snippets)
+            text += ('\n        location = /demo/tokens.json {\n'
+                     '            alias "%s";\n'
+                     '            add_header Cache-Control "no-store" always;\n'
+                     '        }' % self.path("demo", "tokens.json"))
+        return text
+
+    def _nginx_php(self):
+        if not self.php:
+            return ""
+        return ('location = /php {\n'
+                '            return 301 /php/;\n'
+                '        }\n'
+                '        location ^~ /php/ {\n'
+                '            # every path under /php/ runs the one front script\n'
+                '            fastcgi_pass unix:%s;\n'
+                '            include /etc/nginx/fastcgi_params;\n'
+                '            fastcgi_param SCRIPT_FILENAME "%s";\n'
+                '            fastcgi_param HTTP_PROXY "";\n'
+                '        }' % (self.path("php-fpm.sock"),
+                              os.path.join(PHP_ROOT, "index.php")))
 
     def _nginx_cmd(self, *extra):
         return ["nginx", "-p", self.dir + "/", "-c", self.path("nginx.conf"),
@@ -975,6 +1033,98 @@ class Stack(object):
         _wait_for("nginx reload", reloaded, timeout, self.nginx_proc,
                   self.path("nginx-error.log"))
         self._nginx_workers = _children(self.nginx_proc.pid)
+
+    # -- php-fpm (php=True): the PHP example behind the same nginx
+
+    def _php_fpm_bin(self):
+        cand = os.environ.get("TICKETS_PHP_FPM")
+        if cand:
+            return cand
+        path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+        for name in ("php-fpm8.2", "php-fpm"):
+            found = shutil.which(name, path=path)
+            if found:
+                return found
+        for d in ("/usr/sbin", "/usr/local/sbin"):
+            try:
+                names = sorted(n for n in os.listdir(d)
+                               if re.match(r"php-fpm[0-9.]*$", n))
+            except OSError:
+                continue
+            if names:
+                return os.path.join(d, names[-1])
+        raise StackError("php-fpm not found (Debian: apt-get install "
+                         "php8.2-fpm php8.2-curl; or set TICKETS_PHP_FPM)")
+
+    def _start_php(self):
+        fpm = self._php_fpm_bin()
+        root = os.geteuid() == 0
+        os.makedirs(self.path("php-sessions"), mode=0o700, exist_ok=True)
+        lines = [
+            "[global]",
+            "pid = %s" % self.path("php-fpm.pid"),
+            "error_log = %s" % self.path("php-fpm.log"),
+            "daemonize = no",
+            "",
+            "[tickets-example]",
+        ]
+        if root:   # only honoured (and then required) when started as root
+            lines += ["user = %s" % pwd.getpwuid(os.geteuid()).pw_name,
+                      "group = %s" % grp.getgrgid(os.getegid()).gr_name]
+        lines += [
+            "listen = %s" % self.path("php-fpm.sock"),
+            "listen.mode = 0660",
+            "pm = static",
+            "pm.max_children = 4",
+            "clear_env = yes",
+            "catch_workers_output = yes",
+            "decorate_workers_output = no",
+            # what examples/php/tickets.php reads: the site's API URL and
+            # the shared secret it signs its users' tokens with
+            "env[TICKETS_API_URL] = %s" % self.url,
+            "env[TICKETS_JWT_SECRET_FILE] = %s" % self.secret_file,
+            # the example's stand-in login (any user id): tests only
+            "env[TICKETS_EXAMPLE_DEMO_LOGIN] = 1",
+            "php_admin_flag[display_errors] = off",
+            "php_admin_flag[log_errors] = on",
+            "php_admin_value[error_log] = %s" % self.path("php-error.log"),
+            "php_admin_value[session.save_path] = %s" % self.path("php-sessions"),
+        ]
+        with open(self.path("php-fpm.conf"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        cmd = [fpm, "--nodaemonize", "--fpm-config", self.path("php-fpm.conf"),
+               "--prefix", self.dir]
+        if root:
+            cmd.append("--allow-to-run-as-root")
+        with open(self.path("php-fpm.out"), "ab") as out:
+            self.php_proc = subprocess.Popen(
+                _guarded(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                cwd=self.dir, start_new_session=True)
+
+        def ready():
+            r = http_request(self.url, "GET", "/php/", timeout=5)
+            if r.status != 200:
+                raise StackError("GET /php/: %s %s" % (r.status, r.text[:200]))
+            return True
+        _wait_for("php-fpm (%s)" % self.path("php-fpm.sock"), ready, 20,
+                  self.php_proc, self.path("php-fpm.log"))
+
+    # -- the demo sign-in (web=True, demo=True)
+
+    def write_demo_tokens(self, exp_delta=86400):
+        """Tokens for the users of sql/demo.sql, valid exp_delta seconds,
+        into demo/tokens.json of the run directory, which nginx serves as
+        /demo/tokens.json when web and demo are on: the page's demo sign-in.
+        Returns {user id: token}."""
+        tokens = {u: self.token(u, exp_delta=exp_delta) for u, _ in DEMO_USERS}
+        data = {"users": [{"id": u, "label": label, "token": tokens[u]}
+                          for u, label in DEMO_USERS],
+                "expires_at": int(time.time()) + int(exp_delta)}
+        os.makedirs(self.path("demo"), exist_ok=True)
+        tmp = self.path("demo", "tokens.json.tmp")
+        _write_private(tmp, json.dumps(data, indent=2) + "\n")
+        os.rename(tmp, self.path("demo", "tokens.json"))
+        return tokens
 
     # -- HTTP, tokens
 
@@ -1094,7 +1244,7 @@ class Stack(object):
             "db_user": DB_USER, "db_password_file": self.path("db-password"),
             "secret_file": self.secret_file, "bin": self.app_bin,
             "pids": {"runner": os.getpid(), "mariadbd": self.db_pid,
-                     "nginx": self.nginx_pid,
+                     "nginx": self.nginx_pid, "php_fpm": self.php_pid,
                      "apps": [i.pid for i in self.instances]},
             "app_sockets": [i.socket for i in self.instances],
             "app_logs": [i.log_path for i in self.instances],
@@ -1141,7 +1291,7 @@ def _run(args):
 
     stack = Stack(dir=run_dir, instances=args.instances, app_bin=app_bin,
                   app_env={}, port=args.port, internal_port=internal_port,
-                  demo=True)
+                  demo=True, web=True)
     print("starting MariaDB, %d app instance(s) and nginx in %s ..."
           % (args.instances, run_dir), flush=True)
     try:
@@ -1150,13 +1300,14 @@ def _run(args):
         sys.stderr.write("\nmake run failed: %s\nlogs kept in %s\n" % (e, run_dir))
         return 1
     stack.write_state(state_file)
-    tokens = {u: stack.token(u, exp_delta=86400) for u in (1, 2, 3, 4)}
+    tokens = stack.write_demo_tokens(exp_delta=86400)
     with open(os.path.join(run_dir, "tokens.env"), "w") as f:
         for u, t in tokens.items():
             f.write("T%d='%s'\n" % (u, t))
     u = stack.url
     print("""
 tickets-fcgi is running (started in %.1f s)
+  page      %s/  (open it in a browser; demo sign-in: users 1-4)
   API       %s
   internal  %s  (/metrics, /api/health)
   files     %s  (logs: app*.log, mariadb.err, nginx-*.log)
@@ -1177,7 +1328,7 @@ Try (paste the T1..T4 lines above first):
   curl -s %s/metrics
 
 Ctrl-C stops everything.""" % (
-        stack.timings.get("total", 0), u, stack.internal_url, run_dir,
+        stack.timings.get("total", 0), u, u, stack.internal_url, run_dir,
         stack.db_socket, "\n".join("T%d='%s'" % kv for kv in tokens.items()),
         u, u, u, u, u, stack.internal_url), flush=True)
 
