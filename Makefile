@@ -16,6 +16,8 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 DATADIR ?= $(PREFIX)/share/tickets-fcgi
 DOCDIR ?= $(PREFIX)/share/doc/tickets-fcgi
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 INSTALL ?= install
 CFLAGS ?= -O2 -g
 WERROR ?= -Werror
@@ -57,7 +59,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
-	sanitize-test test-browser
+	sanitize-test test-browser test-cluster test-install
 
 all: $(BUILD)/tickets-fcgi
 
@@ -115,6 +117,17 @@ sanitize-test:
 test-browser: $(BUILD)/tickets-fcgi
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi tests/browser/run.sh
 
+# Several "hosts" in network namespaces: app hosts on TCP, a database host,
+# nginx in front; a storm of claims, then one app host's link cut.
+test-cluster: $(BUILD)/tickets-fcgi
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi TICKETS_CLUSTER_REQUIRED=1 \
+		timeout -k 30 -s TERM 300 $(PYTHON) -m pytest -q tests/cluster $(PYTEST_ARGS)
+
+# make install into a DESTDIR, the layout checked; the systemd units verified.
+test-install: $(BUILD)/tickets-fcgi
+	$(Q)tests/install/test_install.sh
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/install $(PYTEST_ARGS)
+
 run:
 	$(Q)scripts/install-deps.sh
 	$(Q)$(MAKE) --no-print-directory all
@@ -131,9 +144,20 @@ install: $(BUILD)/tickets-fcgi
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/web/static
 	$(INSTALL) -m 0644 web/index.html $(DESTDIR)$(DATADIR)/web/
 	$(INSTALL) -m 0644 web/static/* $(DESTDIR)$(DATADIR)/web/static/
+	$(INSTALL) -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(DATADIR)/systemd/spawn-fcgi $(DESTDIR)$(DATADIR)/systemd/socket-activated
+	$(Q)for f in spawn-fcgi/tickets-fcgi.service socket-activated/tickets-fcgi.service \
+			socket-activated/tickets-fcgi.socket; do \
+		sed 's|/usr/bin/tickets-fcgi|$(BINDIR)/tickets-fcgi|' deploy/systemd/$$f \
+			>$(DESTDIR)$(DATADIR)/systemd/$$f && chmod 0644 $(DESTDIR)$(DATADIR)/systemd/$$f || exit 1; \
+	done
+	$(INSTALL) -m 0644 deploy/systemd/env.example $(DESTDIR)$(DATADIR)/systemd/env.example
+	$(INSTALL) -m 0644 $(DESTDIR)$(DATADIR)/systemd/spawn-fcgi/tickets-fcgi.service $(DESTDIR)$(UNITDIR)/
+	$(INSTALL) -m 0644 deploy/sysusers.d/tickets-fcgi.conf $(DESTDIR)$(SYSUSERSDIR)/tickets-fcgi.conf
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/tickets-fcgi
+	rm -f $(DESTDIR)$(UNITDIR)/tickets-fcgi.service $(DESTDIR)$(SYSUSERSDIR)/tickets-fcgi.conf
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
 
 format:
