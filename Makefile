@@ -59,7 +59,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
-	sanitize-test test-browser test-cluster test-install
+	sanitize-test test-browser test-cluster test-install bench bench-smoke
 
 all: $(BUILD)/tickets-fcgi
 
@@ -88,6 +88,7 @@ test:
 	$(Q)scripts/install-deps.sh
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory bench-smoke
 
 unit: $(UNIT_BINS)
 	$(Q)failed=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || failed=1; done; \
@@ -127,6 +128,16 @@ test-cluster: $(BUILD)/tickets-fcgi
 test-install: $(BUILD)/tickets-fcgi
 	$(Q)tests/install/test_install.sh
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/install $(PYTEST_ARGS)
+
+# The benchmark (docs/PERFORMANCE.md): about 7 minutes; never part of
+# make test, which only runs its 10-second smoke so the script does not rot.
+bench: all
+	$(Q)$(MAKE) --no-print-directory -C bench
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) bench/run $(BENCH_ARGS)
+
+bench-smoke: all
+	$(Q)$(MAKE) --no-print-directory -C bench
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) bench/run --smoke
 
 run:
 	$(Q)scripts/install-deps.sh
