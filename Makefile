@@ -59,7 +59,8 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
-	sanitize-test test-browser test-cluster test-install bench bench-smoke
+	sanitize-test test-browser test-cluster test-install bench bench-smoke \
+	test-faults fuzz
 
 all: $(BUILD)/tickets-fcgi
 
@@ -117,6 +118,17 @@ sanitize-test:
 # package if missing.  Kept out of `make test` (a large install); CI runs it.
 test-browser: $(BUILD)/tickets-fcgi
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi tests/browser/run.sh
+
+# The fault matrix of docs/RELIABILITY.md (also replays fuzz/); about a
+# minute.  With SANITIZE=... it runs against that instrumented build.
+test-faults: $(BUILD)/tickets-fcgi
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/faults $(PYTEST_ARGS)
+
+# libFuzzer targets of fuzz/ for FUZZ_SECONDS in all (needs clang and
+# libclang-rt-14-dev); keep a crash in fuzz/regressions/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(Q)fuzz/run.sh fuzz $(FUZZ_SECONDS)
 
 # Several "hosts" in network namespaces: app hosts on TCP, a database host,
 # nginx in front; a storm of claims, then one app host's link cut.

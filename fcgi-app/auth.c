@@ -27,9 +27,24 @@ static bool is_b64url_char(unsigned char c)
            (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
+/* The 6-bit value of a base64url character (already checked). */
+static unsigned b64url_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return (unsigned)(c - 'A');
+    if (c >= 'a' && c <= 'z')
+        return (unsigned)(c - 'a' + 26);
+    if (c >= '0' && c <= '9')
+        return (unsigned)(c - '0' + 52);
+    return c == '-' ? 62 : 63;
+}
+
 /*
  * Decode unpadded base64url (RFC 7515 section 2) with OpenSSL: translate to
  * the standard alphabet, pad, EVP_DecodeBlock, drop the padding bytes.
+ * Only the canonical spelling is accepted: the bits after the last whole
+ * byte must be zero (RFC 4648 section 3.5), else one signature would have
+ * several spellings and a token several accepted forms.
  */
 static bool b64url_decode(const char *in, size_t len, unsigned char *out,
                           size_t *out_len)
@@ -47,6 +62,9 @@ static bool b64url_decode(const char *in, size_t len, unsigned char *out,
             return false;
         tmp[i] = c == '-' ? '+' : c == '_' ? '/' : (char)c;
     }
+    if ((len % 4 == 2 && (b64url_value((unsigned char)in[len - 1]) & 0x0f)) ||
+        (len % 4 == 3 && (b64url_value((unsigned char)in[len - 1]) & 0x03)))
+        return false;
     pad = (4 - len % 4) % 4;
     for (i = 0; i < pad; i++)
         tmp[len + i] = '=';

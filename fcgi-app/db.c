@@ -9,6 +9,13 @@
  *   reports 0 affected rows, not 1).
  * - The read timeout is the lock timeout plus the database timeout, so a
  *   GET_LOCK that waits its full time is not mistaken for a lost server.
+ * - The server's own waits for row and table locks (innodb_lock_wait_timeout,
+ *   lock_wait_timeout) are the database timeout, so they end no later than
+ *   our read timeout: a session we gave up on does not wait on in the
+ *   server, holding its named lock and a connection, for the server's
+ *   defaults (50 s, a day) while every retry opens another.  A lock wait
+ *   timeout is then "the database is hung": closed and unavailable, not
+ *   retried.
  * - After any unexpected error the connection is closed: the server then
  *   rolls back its transaction and frees its named locks, which is the only
  *   safe state when we do not know what the server did.
@@ -139,6 +146,7 @@ static enum db_status db_open(struct db *db)
     const struct config *cfg = db->cfg;
     unsigned int connect_s = ceil_seconds(cfg->db_timeout_us);
     unsigned int read_s = ceil_seconds(cfg->lock_timeout_us + cfg->db_timeout_us);
+    char waits[96];
     my_bool off = 0;
     int64_t now = util_now_us();
     int i;
@@ -157,6 +165,11 @@ static enum db_status db_open(struct db *db)
     mysql_options(db->conn, MYSQL_SET_CHARSET_NAME, "utf8mb4");
     mysql_options(db->conn, MYSQL_INIT_COMMAND,
                   "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED");
+    snprintf(waits, sizeof(waits),
+             "SET SESSION innodb_lock_wait_timeout = %u,"
+             " lock_wait_timeout = %u",
+             connect_s, connect_s);
+    mysql_options(db->conn, MYSQL_INIT_COMMAND, waits);
     if (!mysql_real_connect(db->conn, cfg->db_socket ? NULL : cfg->db_host,
                             cfg->db_user, cfg->db_password, cfg->db_name,
                             cfg->db_socket ? 0 : (unsigned int)cfg->db_port,
@@ -232,15 +245,15 @@ int db_locks_held(const struct db *db)
 }
 
 /*
- * Map a failed call.  Deadlocks and lock wait timeouts leave the session
- * usable; anything else closes it (see the file comment).
+ * Map a failed call.  A deadlock leaves the session usable; anything else,
+ * a lock wait timeout included, closes it (see the file comment).
  */
 static enum db_status db_fail(struct db *db, MYSQL_STMT *st, const char *what)
 {
     unsigned int err = st ? mysql_stmt_errno(st) : mysql_errno(db->conn);
     const char *msg = st ? mysql_stmt_error(st) : mysql_error(db->conn);
 
-    if (err == ER_LOCK_DEADLOCK || err == ER_LOCK_WAIT_TIMEOUT) {
+    if (err == ER_LOCK_DEADLOCK) {
         log_msg(LOG_WARN, "%s: %s (will retry)", what, msg);
         return DB_RETRY;
     }

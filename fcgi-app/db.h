@@ -27,7 +27,7 @@ enum db_status {
     DB_OK,
     DB_NOT_FOUND,    /* no such row, or a conditional write matched none */
     DB_DUPLICATE,    /* the insert hit an existing row: nothing written */
-    DB_RETRY,        /* deadlock or lock wait timeout: roll back, try again */
+    DB_RETRY,        /* deadlock: roll back, try again */
     DB_LOCK_TIMEOUT, /* GET_LOCK gave up after the lock timeout */
     DB_UNAVAILABLE,  /* cannot reach the server, or it failed */
 };

@@ -115,6 +115,8 @@ static void read_body(struct http_request *r)
             total += (size_t)n;
         total = HTTP_BODY_MAX;
     }
+    /* EOF before the empty FCGI_STDIN record, or an abort: cut short */
+    r->incomplete = FCGX_GetError(c->fcgx.in) != 0;
     c->body[total] = '\0';
     r->body = c->body;
     r->body_len = total;

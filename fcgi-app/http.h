@@ -35,6 +35,8 @@ struct http_request {
     size_t body_len;
     bool body_too_large;       /* more than HTTP_BODY_MAX bytes came */
     bool bad_path;             /* the path could not be decoded */
+    bool incomplete;           /* the input ended in an error (peer gone,
+                                * FCGI_ABORT_REQUEST): not a whole request */
     /* filled in by the handlers, for the log line */
     int64_t user_id;           /* 0: unknown */
     int64_t event_id;          /* 0: unknown */

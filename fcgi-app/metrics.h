@@ -18,7 +18,7 @@
     X(db_connects, "tickets_db_connects_total",                               \
       "Database connections opened (first connect and reconnects)")           \
     X(tx_retries, "tickets_db_transaction_retries_total",                     \
-      "Claim transactions retried after a deadlock or lock wait timeout")     \
+      "Claim transactions retried after a deadlock")                          \
     X(coalesced, "tickets_coalesced_claims_total",                            \
       "Claims answered from a concurrent claim of the same user in this "     \
       "process")                                                              \

@@ -361,6 +361,12 @@ enum route_result routes_dispatch(const struct route_ctx *ctx,
     const struct route *rt;
     char allow[64];
 
+    if (r->incomplete) {
+        /* the peer went away or aborted mid-request: act on nothing */
+        http_send_error(r, 400, "bad_request", "the request was cut short",
+                        NULL);
+        return ROUTE_DONE;
+    }
     rt = r->bad_path ? NULL : find(r->path, &arg, &arg_len);
     if (!rt) {
         http_send_error(r, 404, "not_found", "no such path", NULL);

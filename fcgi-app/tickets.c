@@ -23,9 +23,10 @@
  *            affected rows means it exists, roll back); COMMIT;
  *   release  RELEASE_LOCK after COMMIT or ROLLBACK, on the same
  *            connection, on every path.
- * Deadlocks and lock wait timeouts retry the transaction under the same
- * lock.  When the connection is lost mid-claim the answer is 503 and the
- * server has rolled back and released: a retry answers truthfully.
+ * Deadlocks retry the transaction under the same lock; a lock wait timeout
+ * means a hung database (db.c) and answers 503.  When the connection is
+ * lost mid-claim the answer is 503 and the server has rolled back and
+ * released: a retry answers truthfully.
  */
 #include "tickets.h"
 

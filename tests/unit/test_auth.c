@@ -201,6 +201,32 @@ static void signatures(void **state)
                          AUTH_OK);
 }
 
+/*
+ * A 32-byte HMAC is 43 base64url characters; the last one carries 2 bits
+ * that no byte uses. Setting them decodes to the same signature: a second
+ * spelling of a valid token, refused (tests/faults: a thousand bad tokens).
+ */
+static void signature_spelled_one_way(void **state)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const char *payload = "{\"sub\":\"1\",\"exp\":1800000100}";
+    char tok[2048];
+    int64_t uid;
+    size_t n;
+    const char *pos;
+
+    mint(tok, hs256, payload, secret, SECRET_LEN);
+    assert_int_equal(auth_verify(tok, secret, SECRET_LEN, NOW, &uid), AUTH_OK);
+    n = strlen(tok);
+    pos = strchr(alphabet, tok[n - 1]);
+    assert_non_null(pos);
+    assert_int_equal((pos - alphabet) & 3, 0);
+    tok[n - 1] = alphabet[(pos - alphabet) | 1]; /* same 4 data bits */
+    assert_int_not_equal(auth_verify(tok, secret, SECRET_LEN, NOW, &uid),
+                         AUTH_OK);
+}
+
 static void malformed(void **state)
 {
     static const char *const bad[] = {
@@ -259,6 +285,7 @@ int main(void)
         cmocka_unit_test(nbf_rules),
         cmocka_unit_test(algorithms),
         cmocka_unit_test(signatures),
+        cmocka_unit_test(signature_spelled_one_way),
         cmocka_unit_test(malformed),
         cmocka_unit_test(header_not_object_or_duplicate_keys),
         cmocka_unit_test(scheme_is_case_insensitive),
