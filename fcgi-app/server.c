@@ -9,11 +9,14 @@
  *   to a session, so it must be released on the connection that took it).
  * - A claim may be parked (routes.c, inflight.c): the worker hands its
  *   request to the leading claim and takes a fresh one.
- * - Stopping: main sets `stopping`, tells libfcgi (FCGX_ShutdownPending) and
- *   sends SIGUSR1 to each worker waiting in accept: with
+ * - Stopping: main sets `stopping`, tells libfcgi (FCGX_ShutdownPending),
+ *   replaces the listening descriptor with a dead socket in this process
+ *   (stop_accepting: libfcgi's accept loop would otherwise keep taking new
+ *   connections as long as nginx sends them), and then sends SIGUSR1 to
+ *   the workers still waiting in accept on the old socket: with
  *   FCGI_FAIL_ACCEPT_ON_INTR the accept fails with EINTR and the worker
  *   sees the flag.  Busy workers finish their request first.  The listening
- *   socket is never shut down: on fd 0 it is shared with spawn-fcgi
+ *   socket itself is never shut down: on fd 0 it is shared with spawn-fcgi
  *   siblings or systemd.
  */
 #include "server.h"
@@ -25,6 +28,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <fcgiapp.h>
@@ -37,6 +42,7 @@
 #include "util.h"
 
 #define ACCEPT_PAUSE_NS 100000000L /* after a failed accept */
+#define KICK_DELAY_US 100000         /* between SIGUSR1s to idle workers */
 
 struct worker {
     int id;
@@ -140,28 +146,58 @@ struct server *server_start(const struct config *cfg, int listen_fd)
     return s;
 }
 
+/*
+ * Take the listening socket away from this process only: dup2 an unbound,
+ * non-listening socket over its descriptor, so that every later accept()
+ * here fails (EINVAL) while the socket itself stays open for whoever else
+ * holds it (spawn-fcgi -F siblings, systemd).  shutdown() would break it
+ * for all of them.
+ */
+static void stop_accepting(int listen_fd)
+{
+    int dummy = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    if (dummy < 0 || dup2(dummy, listen_fd) < 0)
+        log_msg(LOG_WARN, "cannot detach the listening socket: %s",
+                strerror(errno));
+    if (dummy >= 0)
+        close(dummy);
+}
+
 int server_stop(struct server *s, int64_t deadline_us)
 {
+    int64_t next_kick = util_now_us() + KICK_DELAY_US;
     long i, left;
 
     atomic_store(&s->stopping, true);
     FCGX_ShutdownPending();
+    stop_accepting(s->listen_fd);
     do {
+        bool kick = util_now_us() >= next_kick;
+
         left = 0;
         for (i = 0; i < s->nworkers; i++) {
             struct worker *w = &s->workers[i];
 
             if (w->joined)
                 continue;
-            if (atomic_load(&w->idle))
+            /*
+             * A worker still waiting in accept() on the old socket: wake
+             * it.  Not at once and not often: one that has just accepted a
+             * connection and is reading its params (also "idle" to us)
+             * would lose that request to the EINTR.
+             */
+            if (kick && atomic_load(&w->idle))
                 pthread_kill(w->thread, SIGUSR1);
             if (pthread_tryjoin_np(w->thread, NULL) == 0)
                 w->joined = true;
             else
                 left++;
         }
+        if (kick)
+            next_kick = util_now_us() + KICK_DELAY_US;
         if (left)
-            nanosleep(&(struct timespec){0, 20000000L}, NULL);
+            nanosleep(&(struct timespec){0, 10000000L}, NULL);
     } while (left && util_now_us() < deadline_us);
     if (left) {
         log_msg(LOG_ERROR, "%ld workers did not stop in time", left);
