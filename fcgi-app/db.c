@@ -23,11 +23,13 @@
 #include "db.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <mysql.h>
+#include <errmsg.h>
 #include <mysqld_error.h>
 
 #include "log.h"
@@ -41,6 +43,16 @@
  * that with a 503 when a fresh connection would serve it.
  */
 #define IDLE_PING_US 30000000
+/*
+ * MariaDB ends a session that sits idle inside a transaction this long.  A
+ * claim's transaction never pauses between statements (milliseconds), so
+ * this only fires when the app's host is cut off mid-claim: then the server
+ * rolls back and frees the event row and the named lock at once, instead of
+ * keeping every claim of that event on every other host waiting until TCP
+ * notices (tests/cluster showed whole-cluster stalls for the outage).
+ * MySQL has no such variable; there, set the server's wait_timeout low.
+ */
+#define IDLE_TRX_SQL "SET SESSION idle_transaction_timeout = 2"
 
 enum stmt_id {
     ST_FACTS,
@@ -105,6 +117,8 @@ struct db {
     int locks_held;           /* named locks this session holds */
     int64_t next_connect_us;  /* monotonic; fail fast before this */
     int64_t last_used_us;     /* monotonic; see IDLE_PING_US */
+    bool reused;              /* this request found the connection open */
+    bool stale;               /* and it turned out gone: retry once */
 };
 
 int db_library_init(void)
@@ -178,6 +192,12 @@ static enum db_status db_open(struct db *db)
                 mysql_error(db->conn));
         goto fail;
     }
+    if (strstr(mysql_get_server_info(db->conn), "MariaDB") &&
+        mysql_real_query(db->conn, IDLE_TRX_SQL, strlen(IDLE_TRX_SQL))) {
+        log_msg(LOG_ERROR, "cannot set idle_transaction_timeout: %s",
+                mysql_error(db->conn));
+        goto fail;
+    }
     for (i = 0; i < NSTMT; i++) {
         db->stmt[i] = mysql_stmt_init(db->conn);
         if (!db->stmt[i] ||
@@ -213,6 +233,8 @@ static enum db_status db_ensure(struct db *db)
         db_close(db);
     }
     db->last_used_us = now;
+    db->reused = db->conn != NULL;
+    db->stale = false;
     if (db->conn)
         return DB_OK;
     return db_open(db);
@@ -259,8 +281,26 @@ static enum db_status db_fail(struct db *db, MYSQL_STMT *st, const char *what)
     }
     log_msg(LOG_ERROR, "%s failed: %s (%u)", what, msg, err);
     metrics_inc(METRIC_db_errors);
+    /* a connection opened before this request and now gone (the server
+     * restarted, or dropped it): a fresh one may well work */
+    db->stale = db->reused && db->locks_held == 0 &&
+                (err == CR_SERVER_GONE_ERROR || err == CR_SERVER_LOST);
     db_close(db);
     return DB_UNAVAILABLE;
+}
+
+/*
+ * After a first statement failed because its connection was gone: true
+ * once, so that the caller runs it again on a new connection.  Only for
+ * statements that open a request (no lock held, nothing written), so a
+ * request is not answered 503 for a server restart it did not see.
+ */
+static bool db_retry_stale(struct db *db, enum db_status rc)
+{
+    bool retry = rc == DB_UNAVAILABLE && db->stale;
+
+    db->stale = false;
+    return retry;
 }
 
 static void bind_i64(MYSQL_BIND *b, const int64_t *v)
@@ -343,7 +383,7 @@ static enum db_status db_fetch_one(struct db *db, enum stmt_id id)
     return drain == DB_NOT_FOUND ? DB_OK : drain;
 }
 
-enum db_status db_ping(struct db *db)
+static enum db_status db_ping_once(struct db *db)
 {
     if (db_ensure(db) != DB_OK)
         return DB_UNAVAILABLE;
@@ -352,8 +392,16 @@ enum db_status db_ping(struct db *db)
     return DB_OK;
 }
 
-enum db_status db_claim_facts(struct db *db, int64_t user_id,
-                              int64_t event_id, struct claim_facts *f)
+enum db_status db_ping(struct db *db)
+{
+    enum db_status rc = db_ping_once(db);
+
+    return db_retry_stale(db, rc) ? db_ping_once(db) : rc;
+}
+
+static enum db_status claim_facts_once(struct db *db, int64_t user_id,
+                                       int64_t event_id,
+                                       struct claim_facts *f)
 {
     MYSQL_BIND p[4], r[9];
     my_bool null[9];
@@ -398,8 +446,17 @@ enum db_status db_claim_facts(struct db *db, int64_t user_id,
     return DB_OK;
 }
 
-enum db_status db_get_ticket(struct db *db, int64_t user_id, int64_t event_id,
-                             struct ticket *t)
+enum db_status db_claim_facts(struct db *db, int64_t user_id,
+                              int64_t event_id, struct claim_facts *f)
+{
+    enum db_status rc = claim_facts_once(db, user_id, event_id, f);
+
+    return db_retry_stale(db, rc) ? claim_facts_once(db, user_id, event_id, f)
+                                  : rc;
+}
+
+static enum db_status get_ticket_once(struct db *db, int64_t user_id,
+                                      int64_t event_id, struct ticket *t)
 {
     MYSQL_BIND p[2], r[3];
     my_bool null[3];
@@ -424,9 +481,19 @@ enum db_status db_get_ticket(struct db *db, int64_t user_id, int64_t event_id,
     return rc;
 }
 
-enum db_status db_list_events(struct db *db, unsigned limit,
-                              void (*row)(const struct event_row *, void *),
-                              void *ctx)
+enum db_status db_get_ticket(struct db *db, int64_t user_id, int64_t event_id,
+                             struct ticket *t)
+{
+    enum db_status rc = get_ticket_once(db, user_id, event_id, t);
+
+    return db_retry_stale(db, rc) ? get_ticket_once(db, user_id, event_id, t)
+                                  : rc;
+}
+
+static enum db_status list_events_once(struct db *db, unsigned limit,
+                                       void (*row)(const struct event_row *,
+                                                   void *),
+                                       void *ctx, unsigned *rows)
 {
     MYSQL_BIND p[1], r[6];
     my_bool null[6];
@@ -451,10 +518,24 @@ enum db_status db_list_events(struct db *db, unsigned limit,
         e.free_quota = null[4] ? 0 : (uint32_t)v[1];
         e.free_issued = (uint32_t)v[2];
         row(&e, ctx);
+        (*rows)++;
     }
     if (rc == DB_NOT_FOUND)
         return DB_OK;
     return rc == DB_RETRY ? DB_UNAVAILABLE : rc;
+}
+
+enum db_status db_list_events(struct db *db, unsigned limit,
+                              void (*row)(const struct event_row *, void *),
+                              void *ctx)
+{
+    unsigned rows = 0;
+    enum db_status rc = list_events_once(db, limit, row, ctx, &rows);
+
+    /* retried only when it failed before handing out any row */
+    if (db_retry_stale(db, rc) && rows == 0)
+        rc = list_events_once(db, limit, row, ctx, &rows);
+    return rc;
 }
 
 static void lock_name(const struct db *db, int64_t user_id, char *out,

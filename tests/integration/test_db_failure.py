@@ -334,3 +334,31 @@ def test_all_instances_down_is_503_json(stack):
     finally:
         stack.restart_apps()
     assert stack.request("POST", path(7), token=stack.token(1)).status == 201
+
+
+def test_db_restart_while_idle_costs_no_503(stack):
+    """MariaDB restarted while the apps were idle: every worker's connection
+    is dead, yet no request is answered 503 for it: a connection found gone
+    at the first statement of a request is replaced and the statement run
+    again (no lock is held there, nothing written)."""
+    needs_harness(stack)
+    stack.make_user(42)
+    stack.make_event(7)
+    tok = stack.token(42)
+    stack.stop_db()
+    stack.start_db()
+    statuses = collections.Counter()
+    lock = threading.Lock()
+
+    def get():
+        r = stack.request("GET", path(7), token=tok, timeout=20)
+        with lock:
+            statuses[(r.status, (r.json or {}).get("error"))] += 1
+    # more concurrent requests than workers, so every worker meets its dead
+    # connection on a request
+    ts = [threading.Thread(target=get) for _ in range(48)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert statuses == {(404, "no_ticket"): 48}, statuses
