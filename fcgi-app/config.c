@@ -57,6 +57,12 @@ static const struct option_def options[] = {
      OFF(lock_prefix), 0, 0, "named lock prefix; the user id follows it"},
     {"listen", "TICKETS_LISTEN", NULL, OPT_STRING, OFF(listen), 0, 0,
      "unix:/path or host:port to listen on (unset: the socket on fd 0)"},
+    {"config", "TICKETS_CONFIG", NULL, OPT_STRING, OFF(config_file), 0, 0,
+     "file of KEY=VALUE lines with the variables above (the environment "
+     "and flags win over it)"},
+    {"check-config", "TICKETS_CHECK_CONFIG", NULL, OPT_FLAG,
+     OFF(check_only), 0, 0,
+     "check the configuration and the database connection, then exit"},
     {"test-unsafe-no-lock", "TICKETS_TEST_UNSAFE_NO_LOCK", NULL, OPT_FLAG,
      OFF(unsafe_no_lock), 0, 0,
      "TEST ONLY: skip the per-user lock and coalescing (=1 to enable)"},
@@ -267,8 +273,81 @@ static int check(struct config *cfg)
     return 0;
 }
 
+static const struct option_def *find_env(const char *name, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < NOPTIONS; i++)
+        if (strlen(options[i].env) == len &&
+            memcmp(options[i].env, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/*
+ * The config file: one KEY=VALUE per line, the keys being the environment
+ * variables of the table (as in a systemd EnvironmentFile); blank lines and
+ * lines starting with # are skipped; no quoting, the value is the rest of
+ * the line less trailing spaces.
+ */
+int config_read_file(struct config *cfg, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096], origin[64];
+    unsigned lineno = 0;
+    int rc = 0;
+
+    if (!f) {
+        fprintf(stderr, "tickets-fcgi: cannot read config file '%s': %s\n",
+                path, strerror(errno));
+        return -1;
+    }
+    while (rc == 0 && fgets(line, sizeof(line), f)) {
+        char *p = line, *eq, *end;
+        const struct option_def *o;
+
+        lineno++;
+        end = p + strlen(p);
+        while (end > p && (end[-1] == '\n' || end[-1] == '\r' ||
+                           end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '\0' || *p == '#')
+            continue;
+        eq = strchr(p, '=');
+        o = eq ? find_env(p, (size_t)(eq - p)) : NULL;
+        if (!o || o->offset == OFF(config_file)) {
+            fprintf(stderr, "tickets-fcgi: %s:%u: expected KEY=VALUE with a "
+                            "known key, not '%s'\n",
+                    path, lineno, p);
+            rc = -1;
+            break;
+        }
+        snprintf(origin, sizeof(origin), "%s line %u", o->env, lineno);
+        rc = set_option(cfg, o, eq + 1, origin);
+    }
+    fclose(f);
+    return rc;
+}
+
+/* The config file named by --config or TICKETS_CONFIG, if any. */
+static const char *config_path(int argc, char **argv)
+{
+    int a;
+
+    for (a = 1; a < argc; a++) {
+        if (strncmp(argv[a], "--config=", 9) == 0)
+            return argv[a] + 9;
+        if (strcmp(argv[a], "--config") == 0 && a + 1 < argc)
+            return argv[a + 1];
+    }
+    return getenv("TICKETS_CONFIG");
+}
+
 enum config_action config_load(struct config *cfg, int argc, char **argv)
 {
+    const char *file;
     size_t i;
     int a;
 
@@ -283,13 +362,18 @@ enum config_action config_load(struct config *cfg, int argc, char **argv)
             return CONFIG_EXIT_OK;
         }
     }
-    for (i = 0; i < NOPTIONS; i++) {
-        const struct option_def *o = &options[i];
-        const char *v = getenv(o->env);
-
-        if (o->def && set_option(cfg, o, o->def, o->flag) < 0)
+    /* defaults, then the config file, then the environment, then flags */
+    for (i = 0; i < NOPTIONS; i++)
+        if (options[i].def &&
+            set_option(cfg, &options[i], options[i].def, options[i].flag) < 0)
             return CONFIG_EXIT_ERROR;
-        if (v && *v && set_option(cfg, o, v, o->env) < 0)
+    file = config_path(argc, argv);
+    if (file && *file && config_read_file(cfg, file) < 0)
+        return CONFIG_EXIT_ERROR;
+    for (i = 0; i < NOPTIONS; i++) {
+        const char *v = getenv(options[i].env);
+
+        if (v && *v && set_option(cfg, &options[i], v, options[i].env) < 0)
             return CONFIG_EXIT_ERROR;
     }
     if (parse_argv(cfg, argc, argv) < 0 || check(cfg) < 0)

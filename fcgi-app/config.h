@@ -34,6 +34,8 @@ struct config {
     char *lock_prefix;
     char *listen;           /* NULL: serve the socket on fd 0 */
     bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing */
+    char *config_file;      /* --config / TICKETS_CONFIG, or NULL */
+    bool check_only;        /* --check-config: check, then exit */
 };
 
 enum config_action { CONFIG_RUN, CONFIG_EXIT_OK, CONFIG_EXIT_ERROR };
@@ -46,6 +48,13 @@ enum config_action { CONFIG_RUN, CONFIG_EXIT_OK, CONFIG_EXIT_ERROR };
 enum config_action config_load(struct config *cfg, int argc, char **argv);
 
 void config_release(struct config *cfg);
+
+/*
+ * Apply a config file of KEY=VALUE lines (the environment variables' names)
+ * to cfg.  0, or -1 with a message naming the line.  config_load calls it
+ * for --config / TICKETS_CONFIG, before the environment and the flags.
+ */
+int config_read_file(struct config *cfg, const char *path);
 
 /* Print the option table, as --help does. */
 void config_usage(const char *argv0);

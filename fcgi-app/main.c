@@ -169,6 +169,35 @@ static void setup_signals(sigset_t *waited)
     pthread_sigmask(SIG_BLOCK, waited, NULL);
 }
 
+/*
+ * --check-config: the configuration was valid (config_load said so); now
+ * connect to the database and prepare every statement, as a worker would.
+ */
+static int check_config(const struct config *cfg)
+{
+    struct db *db;
+    int ok;
+
+    if (db_library_init() < 0) {
+        fprintf(stderr, "tickets-fcgi: cannot initialise the MySQL client\n");
+        return 2;
+    }
+    db = db_new(cfg);
+    ok = db_ping(db) == DB_OK;
+    db_free(db);
+    db_library_end();
+    if (!ok) {
+        fprintf(stderr, "tickets-fcgi: configuration valid, but the database "
+                        "%s is not usable (see the error above)\n",
+                cfg->db_name);
+        return 1;
+    }
+    printf("tickets-fcgi: configuration OK; database %s reachable as %s, "
+           "statements prepared\n",
+           cfg->db_name, cfg->db_user);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -185,6 +214,11 @@ int main(int argc, char **argv)
         return 2;
     case CONFIG_RUN:
         break;
+    }
+    if (cfg.check_only) {
+        status = check_config(&cfg);
+        config_release(&cfg);
+        return status;
     }
     listen_fd = open_listener(&cfg);
     if (listen_fd < 0) {

@@ -14,6 +14,7 @@
 
 static atomic_ullong counters[METRIC_NCOUNTERS];
 static atomic_ullong outcomes[METRIC_NOUTCOMES];
+static atomic_ullong routes[METRIC_NROUTES];
 
 static const int statuses[] = {200, 201, 400, 401, 403, 404,
                                405, 409, 413, 500, 503};
@@ -37,6 +38,12 @@ void metrics_inc(enum metrics_counter c)
 void metrics_claim(enum metrics_outcome o)
 {
     atomic_fetch_add_explicit(&outcomes[o], 1, memory_order_relaxed);
+}
+
+void metrics_route(int route)
+{
+    if (route >= 0 && route < METRIC_NROUTES)
+        atomic_fetch_add_explicit(&routes[route], 1, memory_order_relaxed);
 }
 
 void metrics_response(int status)
@@ -132,6 +139,13 @@ char *metrics_render(void)
         get(&outcomes[METRIC_OUTCOME_##name]));
     METRICS_OUTCOMES(X)
 #undef X
+    put(&b, "# HELP tickets_http_requests_total Requests by route\n"
+            "# TYPE tickets_http_requests_total counter\n");
+#define X(name)                                                               \
+    put(&b, "tickets_http_requests_total{route=\"" #name "\"} %llu\n",       \
+        get(&routes[METRIC_ROUTE_##name]));
+    METRICS_ROUTES(X)
+#undef X
     put(&b, "# HELP tickets_http_responses_total Responses by HTTP status\n"
             "# TYPE tickets_http_responses_total counter\n");
     for (i = 0; i < NSTATUSES; i++)
@@ -157,11 +171,21 @@ char *metrics_render(void)
             "# HELP tickets_busy_threads Worker threads serving a request\n"
             "# TYPE tickets_busy_threads gauge\n"
             "tickets_busy_threads %ld\n"
+            "# HELP tickets_idle_threads Worker threads waiting for a "
+            "request\n"
+            "# TYPE tickets_idle_threads gauge\n"
+            "tickets_idle_threads %ld\n"
             "# HELP tickets_parked_claims Claims waiting for a concurrent "
             "claim of the same user\n"
             "# TYPE tickets_parked_claims gauge\n"
-            "tickets_parked_claims %ld\n",
+            "tickets_parked_claims %ld\n"
+            "# HELP tickets_inflight_requests Requests being served or "
+            "parked\n"
+            "# TYPE tickets_inflight_requests gauge\n"
+            "tickets_inflight_requests %ld\n",
         atomic_load(&threads), atomic_load(&busy_threads),
-        atomic_load(&parked));
+        atomic_load(&threads) - atomic_load(&busy_threads),
+        atomic_load(&parked),
+        atomic_load(&busy_threads) + atomic_load(&parked));
     return b.p;
 }

@@ -31,6 +31,17 @@
     X(event_started) X(paid_order_exists) X(sold_out) X(created) X(busy)      \
     X(unavailable)
 
+/* Routes, in the order of enum route_id (routes.h): X(route name). */
+#define METRICS_ROUTES(X)                                                     \
+    X(unknown) X(events) X(participation) X(health) X(metrics) X(ping)
+
+enum metrics_route {
+#define X(name) METRIC_ROUTE_##name,
+    METRICS_ROUTES(X)
+#undef X
+    METRIC_NROUTES
+};
+
 enum metrics_counter {
 #define X(field, name, help) METRIC_##field,
     METRICS_COUNTERS(X)
@@ -47,6 +58,8 @@ enum metrics_outcome {
 
 void metrics_inc(enum metrics_counter c);
 void metrics_claim(enum metrics_outcome o);
+/* Count a request by route (enum metrics_route). */
+void metrics_route(int route);
 /* Count a response by HTTP status. */
 void metrics_response(int status);
 /* Record how long a GET_LOCK took, acquired or not. */

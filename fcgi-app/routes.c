@@ -33,6 +33,8 @@ static void health(const struct route_ctx *, struct http_request *,
                    const char *, size_t);
 static void metrics(const struct route_ctx *, struct http_request *,
                     const char *, size_t);
+static void ping(const struct route_ctx *, struct http_request *,
+                 const char *, size_t);
 
 static const struct route {
     enum route_id id;
@@ -47,6 +49,7 @@ static const struct route {
      true, "GET, HEAD, POST"},
     {ROUTE_HEALTH, "/api/health", NULL, health, false, "GET, HEAD"},
     {ROUTE_METRICS, "/metrics", NULL, metrics, false, "GET, HEAD"},
+    {ROUTE_PING, "/ping", NULL, ping, false, "GET, HEAD"},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -344,6 +347,17 @@ static void health(const struct route_ctx *ctx, struct http_request *r,
                        RETRY_AFTER);
 }
 
+/*
+ * Liveness, as php-fpm's ping: answered without the database, so that an
+ * orchestrator can tell "process stuck" (no answer) from "database down"
+ * (/api/health 503).  The shipped nginx serves it on the internal server.
+ */
+static void ping(const struct route_ctx *ctx, struct http_request *r,
+                 const char *arg, size_t arg_len)
+{
+    http_send_json(r, 200, json_pack("{s:s}", "status", "alive"), NULL);
+}
+
 static void metrics(const struct route_ctx *ctx, struct http_request *r,
                     const char *arg, size_t arg_len)
 {
@@ -368,6 +382,7 @@ enum route_result routes_dispatch(const struct route_ctx *ctx,
         return ROUTE_DONE;
     }
     rt = r->bad_path ? NULL : find(r->path, &arg, &arg_len);
+    metrics_route(rt ? (int)rt->id : (int)ROUTE_NONE);
     if (!rt) {
         http_send_error(r, 404, "not_found", "no such path", NULL);
         return ROUTE_DONE;
@@ -384,6 +399,9 @@ enum route_result routes_dispatch(const struct route_ctx *ctx,
     return ROUTE_DONE;
 }
 
+_Static_assert((int)METRIC_ROUTE_events == (int)ROUTE_EVENTS &&
+                   (int)METRIC_ROUTE_ping == (int)ROUTE_PING,
+               "metrics routes follow enum route_id");
 _Static_assert((int)METRIC_OUTCOME_created == (int)CLAIM_CREATED &&
                    (int)METRIC_OUTCOME_unavailable == (int)CLAIM_UNAVAILABLE,
                "metrics outcomes follow enum claim_outcome");

@@ -34,6 +34,7 @@ enum route_id {
     ROUTE_PARTICIPATION,
     ROUTE_HEALTH,
     ROUTE_METRICS,
+    ROUTE_PING,
 };
 
 /*

@@ -31,6 +31,8 @@ static void exact_paths(void **state)
     assert_int_equal(match("/api/events", arg), ROUTE_EVENTS);
     assert_int_equal(match("/api/health", arg), ROUTE_HEALTH);
     assert_int_equal(match("/metrics", arg), ROUTE_METRICS);
+    assert_int_equal(match("/ping", arg), ROUTE_PING);
+    assert_int_equal(match("/ping/", arg), ROUTE_NONE);
     assert_int_equal(match("/api/events/", arg), ROUTE_NONE);
     assert_int_equal(match("/api/events/x", arg), ROUTE_NONE);
     assert_int_equal(match("/api/eventsx", arg), ROUTE_NONE);
