@@ -75,6 +75,44 @@ DEMO_USERS = [
 ]
 
 
+def invariant_problems(sql, held_locks, settle=2.0):
+    """What the database must never hold, as a list of problems (empty when
+    all is well): ticket locks still held (after up to `settle` seconds for
+    claims in flight to end), an event whose free_issued is not its row
+    count, more than one ticket per (user, event), a quota exceeded, tickets
+    of a missing event.  `sql(query)` returns rows; `held_locks()` names."""
+    deadline = time.monotonic() + settle
+    while True:
+        held = [n for n in held_locks() if n.startswith(LOCK_PREFIX)]
+        if not held or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    problems = []
+    if held:
+        problems.append("named locks still held: %s" % held)
+    bad = sql("SELECT e.id, e.free_issued, COUNT(f.id) FROM events e LEFT JOIN "
+              "free_tickets f ON f.event_id = e.id GROUP BY e.id, e.free_issued "
+              "HAVING e.free_issued <> COUNT(f.id)")
+    if bad:
+        problems.append("free_issued != rows (event, free_issued, rows): %s"
+                        % [tuple(int(x) for x in r) for r in bad])
+    dup = sql("SELECT user_id, event_id, COUNT(*) FROM free_tickets "
+              "GROUP BY user_id, event_id HAVING COUNT(*) > 1")
+    if dup:
+        problems.append("more than one ticket per (user, event): %s"
+                        % list(dup[:10]))
+    over = sql("SELECT id, free_issued, free_quota FROM events WHERE "
+               "free_quota IS NOT NULL AND free_issued > free_quota")
+    if over:
+        problems.append("quota exceeded: %s" % list(over))
+    orphans = sql("SELECT f.event_id, COUNT(*) FROM free_tickets f LEFT JOIN "
+                  "events e ON e.id = f.event_id WHERE e.id IS NULL "
+                  "GROUP BY f.event_id")
+    if orphans:
+        problems.append("tickets of missing events: %s" % list(orphans))
+    return problems
+
+
 class StackError(RuntimeError):
     """The stack could not be started, or a part of it failed."""
     fatal = False   # waiting longer will not help
@@ -299,24 +337,11 @@ def _fcgi_pair(name, value):
     return out + name + value
 
 
-def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
-    """Send one request to a FastCGI responder the way nginx would, without
-    keep-alive. Returns Resp (status from the CGI Status header)."""
-    uri, _, query = path.partition("?")
-    params = {
-        "QUERY_STRING": query, "REQUEST_METHOD": method,
-        "CONTENT_TYPE": "application/json" if body else "",
-        "CONTENT_LENGTH": str(len(body)) if body else "",
-        "SCRIPT_NAME": uri, "REQUEST_URI": path, "DOCUMENT_URI": uri,
-        "DOCUMENT_ROOT": "/", "SERVER_PROTOCOL": "HTTP/1.1",
-        "REQUEST_SCHEME": "http", "GATEWAY_INTERFACE": "CGI/1.1",
-        "SERVER_SOFTWARE": "tests/stack.py", "REMOTE_ADDR": "127.0.0.1",
-        "REMOTE_PORT": "0", "SERVER_ADDR": "127.0.0.1", "SERVER_PORT": "0",
-        "SERVER_NAME": "localhost", "REDIRECT_STATUS": "200",
-        "REQUEST_ID": secrets.token_hex(16), "HTTP_HOST": "localhost",
-    }
-    for k, v in (headers or {}).items():
-        params["HTTP_" + k.upper().replace("-", "_")] = v
+def fcgi_exchange(address, params, body=b"", timeout=10):
+    """Send one FastCGI request (BEGIN_REQUEST, the params as given, the
+    body) to `address`, a unix socket path or (host, port), and return the
+    responder's stdout bytes.  StackError if the connection closes before
+    FCGI_END_REQUEST."""
     payload = _fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
     payload += _fcgi_record(FCGI_PARAMS, b"".join(
         _fcgi_pair(k, v) for k, v in params.items()))
@@ -324,10 +349,11 @@ def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
     if body:
         payload += _fcgi_record(FCGI_STDIN, body)
     payload += _fcgi_record(FCGI_STDIN, b"")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fam = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(sock_path)
+        s.connect(address)
         s.sendall(payload)
         buf, stdout, ended = b"", b"", False
         while not ended:
@@ -347,8 +373,32 @@ def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
     finally:
         s.close()
     if not ended:
-        raise StackError("FastCGI %s %s on %s: connection closed before "
-                         "FCGI_END_REQUEST" % (method, path, sock_path))
+        raise StackError("connection closed before FCGI_END_REQUEST")
+    return stdout
+
+
+def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
+    """Send one request to a FastCGI responder the way nginx would, without
+    keep-alive. Returns Resp (status from the CGI Status header)."""
+    uri, _, query = path.partition("?")
+    params = {
+        "QUERY_STRING": query, "REQUEST_METHOD": method,
+        "CONTENT_TYPE": "application/json" if body else "",
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+        "SCRIPT_NAME": uri, "REQUEST_URI": path, "DOCUMENT_URI": uri,
+        "DOCUMENT_ROOT": "/", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REQUEST_SCHEME": "http", "GATEWAY_INTERFACE": "CGI/1.1",
+        "SERVER_SOFTWARE": "tests/stack.py", "REMOTE_ADDR": "127.0.0.1",
+        "REMOTE_PORT": "0", "SERVER_ADDR": "127.0.0.1", "SERVER_PORT": "0",
+        "SERVER_NAME": "localhost", "REDIRECT_STATUS": "200",
+        "REQUEST_ID": secrets.token_hex(16), "HTTP_HOST": "localhost",
+    }
+    for k, v in (headers or {}).items():
+        params["HTTP_" + k.upper().replace("-", "_")] = v
+    try:
+        stdout = fcgi_exchange(sock_path, params, body, timeout)
+    except StackError as e:
+        raise StackError("FastCGI %s %s on %s: %s" % (method, path, sock_path, e))
     # CGI response: header lines, an empty line, the body (nginx accepts LF
     # or CRLF line ends; without the empty line it answers 502)
     m = re.search(b"\r?\n\r?\n", stdout)
@@ -1210,30 +1260,8 @@ class Stack(object):
             conn.close()
 
     def invariant_problems(self, settle=2.0):
-        """What is wrong after a test: ticket locks still held (after up to
-        settle seconds), events whose free_issued is not their row count."""
-        deadline = time.monotonic() + settle
-        while True:
-            held = [n for n in self.held_locks() if n.startswith(LOCK_PREFIX)]
-            if not held or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        problems = []
-        if held:
-            problems.append("named locks still held: %s" % held)
-        bad = self.sql(
-            "SELECT e.id, e.free_issued, COUNT(f.id) FROM events e LEFT JOIN "
-            "free_tickets f ON f.event_id = e.id GROUP BY e.id, e.free_issued "
-            "HAVING e.free_issued <> COUNT(f.id)")
-        if bad:
-            problems.append("free_issued != rows (event, free_issued, rows): %s"
-                            % [tuple(int(x) for x in r) for r in bad])
-        orphans = self.sql(
-            "SELECT f.event_id, COUNT(*) FROM free_tickets f LEFT JOIN events e "
-            "ON e.id = f.event_id WHERE e.id IS NULL GROUP BY f.event_id")
-        if orphans:
-            problems.append("tickets of missing events: %s" % list(orphans))
-        return problems
+        """What is wrong after a test: see invariant_problems()."""
+        return invariant_problems(self.sql, self.held_locks, settle)
 
     # -- state for `make run` and TICKETS_TEST_URL
 

@@ -37,7 +37,6 @@ import secrets
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -177,30 +176,7 @@ def fcgi_tcp_request(addr, port, method, path, timeout=5):
               "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1",
               "REMOTE_ADDR": "127.0.0.1", "SERVER_NAME": "cluster",
               "REQUEST_ID": secrets.token_hex(16), "HTTP_HOST": "cluster"}
-    payload = _stack._fcgi_record(_stack.FCGI_BEGIN_REQUEST,
-                                  struct.pack("!HB5x", 1, 0))
-    payload += _stack._fcgi_record(_stack.FCGI_PARAMS, b"".join(
-        _stack._fcgi_pair(k, v) for k, v in params.items()))
-    payload += _stack._fcgi_record(_stack.FCGI_PARAMS, b"")
-    payload += _stack._fcgi_record(_stack.FCGI_STDIN, b"")
-    out, ended = b"", False
-    with socket.create_connection((addr, port), timeout=timeout) as s:
-        s.sendall(payload)
-        buf = b""
-        while not ended:
-            data = s.recv(65536)
-            if not data:
-                break
-            buf += data
-            while len(buf) >= 8:
-                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
-                if len(buf) < 8 + clen + plen:
-                    break
-                content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
-                if rtype == _stack.FCGI_STDOUT:
-                    out += content
-                elif rtype == _stack.FCGI_END_REQUEST:
-                    ended = True
+    out = _stack.fcgi_exchange((addr, port), params, b"", timeout)
     m = re.search(rb"^Status:\s*(\d+)", out, re.M | re.I)
     return (int(m.group(1)) if m else 200), out
 
@@ -700,31 +676,7 @@ http {
             "WHERE LOCK_TYPE = 'User lock'")]
 
     def invariant_problems(self, settle=5.0):
-        deadline = time.monotonic() + settle
-        while True:
-            held = [n for n in self.held_locks() if n.startswith(_stack.LOCK_PREFIX)]
-            if not held or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        problems = []
-        if held:
-            problems.append("named locks still held: %s" % held)
-        bad = self.sql(
-            "SELECT e.id, e.free_issued, COUNT(f.id) FROM events e LEFT JOIN "
-            "free_tickets f ON f.event_id = e.id GROUP BY e.id, e.free_issued "
-            "HAVING e.free_issued <> COUNT(f.id)")
-        if bad:
-            problems.append("free_issued != rows (event, free_issued, rows): %s"
-                            % [tuple(int(x) for x in r) for r in bad])
-        dup = self.sql("SELECT user_id, event_id, COUNT(*) FROM free_tickets "
-                       "GROUP BY user_id, event_id HAVING COUNT(*) > 1")
-        if dup:
-            problems.append("more than one ticket per (user, event): %s" % dup[:10])
-        over = self.sql("SELECT id, free_issued, free_quota FROM events WHERE "
-                        "free_quota IS NOT NULL AND free_issued > free_quota")
-        if over:
-            problems.append("quota exceeded: %s" % over)
-        return problems
+        return _stack.invariant_problems(self.sql, self.held_locks, settle)
 
     def print_logs(self, lines=25, out=None):
         out = out or sys.stderr

@@ -13,7 +13,6 @@ import re
 import secrets
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import threading
@@ -21,8 +20,7 @@ import time
 
 import pytest
 
-FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN = 1, 3, 4, 5
-FCGI_STDOUT = 6
+import stack as stack_mod  # tests/stack.py, on sys.path via conftest
 
 CONTRACT_VARS = [
     "TICKETS_DB_SOCKET", "TICKETS_DB_HOST", "TICKETS_DB_PORT", "TICKETS_DB_USER",
@@ -44,19 +42,6 @@ class FResp(object):
             self.json = None
 
 
-def _record(rtype, content, rid=1):
-    pad = (8 - len(content) % 8) % 8
-    return struct.pack("!BBHHBx", 1, rtype, rid, len(content), pad) + content + b"\0" * pad
-
-
-def _pair(name, value):
-    name, value = name.encode(), value.encode()
-    out = b""
-    for n in (len(name), len(value)):
-        out += struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
-    return out + name + value
-
-
 def fcgi(address, method, params, body=b"", timeout=10):
     """One FastCGI request; `address` is a unix socket path or (host, port);
     `params` are sent as given, plus REQUEST_METHOD."""
@@ -67,36 +52,7 @@ def fcgi(address, method, params, body=b"", timeout=10):
         p["CONTENT_LENGTH"] = str(len(body))
         p["CONTENT_TYPE"] = "application/json"
     p.update(params)
-    payload = _record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
-    payload += _record(FCGI_PARAMS, b"".join(_pair(k, v) for k, v in p.items()))
-    payload += _record(FCGI_PARAMS, b"")
-    if body:
-        payload += _record(FCGI_STDIN, body)
-    payload += _record(FCGI_STDIN, b"")
-    fam = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    s = socket.socket(fam, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        s.connect(address)
-        s.sendall(payload)
-        buf, out, ended = b"", b"", False
-        while not ended:
-            data = s.recv(65536)
-            if not data:
-                break
-            buf += data
-            while len(buf) >= 8:
-                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
-                if len(buf) < 8 + clen + plen:
-                    break
-                content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
-                if rtype == FCGI_STDOUT:
-                    out += content
-                elif rtype == FCGI_END_REQUEST:
-                    ended = True
-    finally:
-        s.close()
-    assert ended, "no FCGI_END_REQUEST"
+    out = stack_mod.fcgi_exchange(address, p, body, timeout)
     m = re.search(b"\r?\n\r?\n", out)
     assert m, "no end of headers in %r" % out[:300]
     head, body = out[:m.start()], out[m.end():]
