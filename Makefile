@@ -60,7 +60,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
 	sanitize-test test-browser test-cluster test-install bench bench-smoke \
-	test-faults fuzz
+	test-faults fuzz verify
 
 all: $(BUILD)/tickets-fcgi
 
@@ -129,6 +129,11 @@ test-faults: $(BUILD)/tickets-fcgi
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(Q)fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+# Model-check the claim protocol with spin (docs/PROTOCOL.md): the real
+# protocol must hold, each broken variant must fail with a trace; 2-4 min.
+verify:
+	$(Q)docs/model/verify.sh
 
 # Several "hosts" in network namespaces: app hosts on TCP, a database host,
 # nginx in front; a storm of claims, then one app host's link cut.
