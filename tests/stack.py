@@ -1259,6 +1259,28 @@ class Stack(object):
         finally:
             conn.close()
 
+    def end_session(self, tests_failed, findings=None):
+        """Stop the stack at the end of a test session.  The logs are
+        printed and the files kept when tests failed, an instance crashed or
+        a sanitizer reported (read after the stop: LeakSanitizer reports
+        when a process exits); else the files are removed.  `findings` is a
+        function returning sanitizer lines (default: sanitizer_report).
+        Returns (crashed instances, sanitizer lines)."""
+        crashed = self.crashed_instances()
+        failed = tests_failed or bool(crashed)
+        if failed:
+            self.print_logs()
+        self.stop(keep=True)
+        found = (findings or self.sanitizer_report)()
+        if found:
+            sys.stderr.write("stack: sanitizer findings in the app logs:\n  %s\n"
+                             % "\n  ".join(found[:20]))
+        if failed or found:
+            sys.stderr.write("stack: files kept in %s\n" % self.dir)
+        else:
+            self.remove()
+        return crashed, found
+
     def invariant_problems(self, settle=2.0):
         """What is wrong after a test: see invariant_problems()."""
         return invariant_problems(self.sql, self.held_locks, settle)

@@ -154,19 +154,8 @@ def stack(request):
     s.supervisor = Supervisor(s).start()
     yield s
     s.supervisor.stop()
-    crashed = s.crashed_instances()
-    failed = request.session.testsfailed > 0 or bool(crashed)
-    if failed:
-        s.print_logs()
-    s.stop(keep=True)
-    found = _sanitizer_findings(s)   # LeakSanitizer reports at exit
-    if found:
-        sys.stderr.write("stack: sanitizer findings in the app logs:\n  %s\n"
-                         % "\n  ".join(found[:20]))
-    if failed or found:
-        sys.stderr.write("stack: files kept in %s\n" % s.dir)
-    else:
-        s.remove()
+    crashed, found = s.end_session(request.session.testsfailed > 0,
+                                   lambda: _sanitizer_findings(s))
     assert not crashed, "app instance(s) died: %s" % crashed
     assert not found, "sanitizer findings in the app logs: %s" % found[:5]
 

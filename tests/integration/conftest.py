@@ -33,20 +33,7 @@ def stack(request):
     sys.stderr.write("\nstack: %s (internal %s) in %s, started in %.1f s\n"
                      % (s.url, s.internal_url, s.dir, s.timings["total"]))
     yield s
-    crashed = s.crashed_instances()
-    failed = request.session.testsfailed > 0 or bool(crashed)
-    if failed:
-        s.print_logs()
-    s.stop(keep=True)
-    # after the stop: LeakSanitizer reports when a process exits
-    found = s.sanitizer_report()
-    if found:
-        sys.stderr.write("stack: sanitizer findings in the app logs:\n  %s\n"
-                         % "\n  ".join(found[:20]))
-    if failed or found:
-        sys.stderr.write("stack: files kept in %s\n" % s.dir)
-    else:
-        s.remove()
+    crashed, found = s.end_session(request.session.testsfailed > 0)
     assert not crashed, "app instance(s) died: %s" % crashed
     assert not found, "sanitizer findings in the app logs: %s" % found[:5]
 
