@@ -75,6 +75,22 @@ DEMO_USERS = [
 ]
 
 
+def install_datadir(datadir, log_path):
+    """Create a MariaDB data directory (root with an empty password, no
+    test database); StackError with the log's tail if it fails."""
+    cmd = ["mariadb-install-db", "--no-defaults",
+           "--auth-root-authentication-method=normal",
+           "--skip-test-db", "--datadir=" + datadir]
+    if os.geteuid() == 0:
+        cmd.append("--user=root")
+    with open(log_path, "wb") as log:
+        rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                             stderr=log)
+    if rc != 0:
+        raise StackError("mariadb-install-db failed (%d):\n%s" % (
+            rc, _tail(log_path)))
+
+
 def invariant_problems(sql, held_locks, settle=2.0):
     """What the database must never hold, as a list of problems (empty when
     all is well): ticket locks still held (after up to `settle` seconds for
@@ -771,17 +787,7 @@ class Stack(object):
     def _start_db(self):
         datadir = self.path("db")
         if not os.path.isdir(os.path.join(datadir, "mysql")):
-            cmd = ["mariadb-install-db", "--no-defaults",
-                   "--auth-root-authentication-method=normal",
-                   "--skip-test-db", "--datadir=" + datadir]
-            if os.geteuid() == 0:
-                cmd.append("--user=root")
-            with open(self.path("mariadb-install.log"), "wb") as log:
-                rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=log)
-            if rc != 0:
-                raise StackError("mariadb-install-db failed (%d):\n%s" % (
-                    rc, _tail(self.path("mariadb-install.log"))))
+            install_datadir(datadir, self.path("mariadb-install.log"))
         self.start_db()
 
     def start_db(self, timeout=60):

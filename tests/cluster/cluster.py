@@ -388,17 +388,7 @@ class Cluster(object):
 
     def _start_db(self):
         datadir = self.path("db")
-        cmd = ["mariadb-install-db", "--no-defaults",
-               "--auth-root-authentication-method=normal",
-               "--skip-test-db", "--datadir=" + datadir]
-        if os.geteuid() == 0:
-            cmd.append("--user=root")
-        with open(self.path("mariadb-install.log"), "wb") as log:
-            rc = subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=log)
-        if rc != 0:
-            raise StackError("mariadb-install-db failed (%d):\n%s" % (
-                rc, _stack._tail(self.path("mariadb-install.log"))))
+        _stack.install_datadir(datadir, self.path("mariadb-install.log"))
         db = ["mariadbd", "--no-defaults", "--datadir=" + datadir,
               "--socket=" + self.db_socket,
               "--pid-file=" + self.path("mariadb.pid"),
