@@ -4,18 +4,24 @@
  *
  * Modes (what one "claim" costs on the wire):
  *   a        exactly what a creating claim of the app costs (fcgi-app/db.c,
- *            tickets.c): the facts SELECT, SELECT GET_LOCK, START
+ *            tickets.c): the first look (the glance SELECT; the full facts
+ *            SELECT too when it says sold out), SELECT GET_LOCK, START
  *            TRANSACTION, the conditional UPDATE, INSERT ... ON DUPLICATE KEY
  *            UPDATE, COMMIT, SELECT RELEASE_LOCK: 7 round trips, prepared
  *            statements where the app prepares them, the same text, binds
  *            and session settings
  *   b        CALL tickets_claim(..., p_fast = 1): the whole claim, fast path
  *            included, in one round trip (sql/bench_claim_procedure.sql)
- *   b2       the app's facts SELECT, then CALL tickets_claim(..., 0): the
+ *   b2       the app's first look, then CALL tickets_claim(..., 0): the
  *            fast path stays in C, the locked part is one call (2 round trips
  *            for a new ticket, 1 for a repeat)
- *   facts    only the facts SELECT: what a repeated claim costs in the app
+ *   glance   only the first look: what a repeated claim costs in the app
  *            (and in b2)
+ *   facts    only the full facts SELECT (the read before the first look
+ *            replaced it; and the refusal read under the lock)
+ *   q:BINDS:SQL  any one prepared statement, its parameters bound in the
+ *            order of BINDS (u: the user, e: the event), its rows fetched:
+ *            what a statement shape costs (docs/PERFORMANCE.md)
  *   ping     mysql_ping: one round trip that runs no SQL (the floor; counted
  *            as "existing")
  * Every mode answers the claim the way the app would (the outcome is
@@ -52,10 +58,10 @@
 
 #include <mysql.h>
 
-enum mode { M_A, M_B, M_B2, M_FACTS, M_PING };
+enum mode { M_A, M_B, M_B2, M_GLANCE, M_FACTS, M_Q, M_PING };
 
 static struct {
-    const char *socket, *user, *password, *db, *lock_prefix;
+    const char *socket, *user, *password, *db, *lock_prefix, *q, *qbind;
     enum mode mode;
     int threads;
     double seconds, lock_timeout;
@@ -96,10 +102,21 @@ static const char SQL_INSERT[] =
     "INSERT INTO free_tickets (user_id, event_id, code, created_at)"
     " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id";
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
+static const char SQL_GLANCE[] =
+    "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
+    " e.free_quota, e.free_issued,"
+    " EXISTS(SELECT 1 FROM users u WHERE u.id = ?"
+    "        AND u.premium_until > UTC_TIMESTAMP()),"
+    " t.id, t.code, " TICKET_TIME
+    " FROM events e LEFT JOIN free_tickets t"
+    " ON t.user_id = ? AND t.event_id = e.id"
+    " WHERE e.id = ?";
 
-enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, NST };
+enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, ST_GLANCE,
+       ST_Q, NST };
 static const char *const st_sql[NST] = {SQL_FACTS, SQL_LOCK, SQL_UNLOCK,
-                                        SQL_SEAT, SQL_INSERT, SQL_CALL};
+                                        SQL_SEAT, SQL_INSERT, SQL_CALL, SQL_GLANCE,
+                                        NULL};
 
 enum outcome { O_CREATED, O_EXISTING, O_REFUSED, O_BUSY, O_NOEVENT, O_ERROR,
                NOUT };
@@ -199,8 +216,15 @@ static void connect_thr(struct thr *t)
                             opt.socket, 0))
         die("connect", mysql_error(t->c));
     for (i = 0; i < NST; i++) {
-        if (i == ST_CALL && opt.mode != M_B && opt.mode != M_B2)
+        if ((i == ST_CALL && opt.mode != M_B && opt.mode != M_B2) ||
+            (i == ST_Q && opt.mode != M_Q))
             continue;
+        if (i == ST_Q) {
+            t->st[i] = mysql_stmt_init(t->c);
+            if (mysql_stmt_prepare(t->st[i], opt.q, strlen(opt.q)))
+                die(opt.q, mysql_stmt_error(t->st[i]));
+            continue;
+        }
         t->st[i] = mysql_stmt_init(t->c);
         if (mysql_stmt_prepare(t->st[i], st_sql[i], strlen(st_sql[i])))
             die(st_sql[i], mysql_stmt_error(t->st[i]));
@@ -249,25 +273,29 @@ static int decide(const struct facts *f)
     return O_CREATED;
 }
 
-static int do_facts(struct thr *t, int64_t user, int64_t event,
-                    struct facts *f)
+/* The app's first look (full = false: ST_GLANCE, no order column) or its
+ * full facts read (ST_FACTS), as claim_facts_once in fcgi-app/db.c. */
+static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
+                      struct facts *f)
 {
-    MYSQL_STMT *st = t->st[ST_FACTS];
+    MYSQL_STMT *st = t->st[full ? ST_FACTS : ST_GLANCE];
+    int ncol = full ? 9 : 8, nint = ncol - 2, tcol = nint - 1, i, rc, np = 0;
     MYSQL_BIND p[4], r[9];
     my_bool nul[9];
     unsigned long len[9];
     int64_t v[7];
-    int i, rc;
 
     memset(f, 0, sizeof(*f));
-    b_i64(&p[0], &user);
-    b_i64(&p[1], &user);
-    b_i64(&p[2], &user);
-    b_i64(&p[3], &event);
-    for (i = 0; i < 7; i++)
+    b_i64(&p[np++], &user);
+    if (full)
+        b_i64(&p[np++], &user);
+    b_i64(&p[np++], &user);
+    b_i64(&p[np++], &event);
+    for (i = 0; i < nint; i++)
         b_out_i64(&r[i], &nul[i], &v[i]);
-    b_out_str(&r[7], &nul[7], &len[7], f->code, sizeof(f->code));
-    b_out_str(&r[8], &nul[8], &len[8], f->created, sizeof(f->created));
+    b_out_str(&r[nint], &nul[nint], &len[nint], f->code, sizeof(f->code));
+    b_out_str(&r[nint + 1], &nul[nint + 1], &len[nint + 1], f->created,
+              sizeof(f->created));
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r))
         return fail(t, st, "facts");
@@ -283,9 +311,22 @@ static int do_facts(struct thr *t, int64_t user, int64_t event,
     f->quota = v[2];
     f->issued = v[3];
     f->premium = v[4] != 0;
-    f->paid = v[5] != 0;
-    f->has_ticket = !nul[6];
-    f->tid = v[6];
+    f->paid = full && v[5] != 0;
+    f->has_ticket = !nul[tcol];
+    f->tid = v[tcol];
+    return 0;
+}
+
+/* The lock-free part of the app's claim (tickets_claim): the first look,
+ * and the full facts only when the first look says "sold out". */
+static int do_facts(struct thr *t, int64_t user, int64_t event,
+                    struct facts *f)
+{
+    if (read_facts(t, false, user, event, f))
+        return -1;
+    if (f->found && !f->has_ticket && f->premium && f->free &&
+        !f->started && f->has_quota && f->issued >= f->quota)
+        return read_facts(t, true, user, event, f);
     return 0;
 }
 
@@ -523,8 +564,23 @@ static int claim(struct thr *t, int64_t user, int64_t event)
         if (o != O_CREATED)
             return o;
         return call_claim(t, user, event, 0);
+    case M_Q: {
+        MYSQL_STMT *st = t->st[ST_Q];
+        MYSQL_BIND p[8];
+        size_t i, nb = strlen(opt.qbind);
+
+        memset(p, 0, sizeof(p));
+        for (i = 0; i < nb && i < 8; i++)
+            b_i64(&p[i], opt.qbind[i] == 'u' ? &user : &event);
+        if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st))
+            return fail(t, st, "q");
+        while ((o = mysql_stmt_fetch(st)) == 0 || o == MYSQL_DATA_TRUNCATED)
+            ;
+        return O_EXISTING;
+    }
     case M_FACTS:
-        if (do_facts(t, user, event, &f))
+    case M_GLANCE:
+        if (read_facts(t, opt.mode == M_FACTS, user, event, &f))
             return O_ERROR;
         return decide(&f);
     case M_PING:
@@ -622,9 +678,18 @@ int main(int argc, char **argv)
             if (!strcmp(optarg, "a")) opt.mode = M_A;
             else if (!strcmp(optarg, "b")) opt.mode = M_B;
             else if (!strcmp(optarg, "b2")) opt.mode = M_B2;
+            else if (!strncmp(optarg, "q:", 2)) {
+                char *c = strchr(optarg + 2, ':');
+                opt.mode = M_Q;
+                if (!c) die("--mode", "q:BINDS:SQL");
+                *c = 0;
+                opt.qbind = optarg + 2;
+                opt.q = c + 1;
+            }
+            else if (!strcmp(optarg, "glance")) opt.mode = M_GLANCE;
             else if (!strcmp(optarg, "facts")) opt.mode = M_FACTS;
             else if (!strcmp(optarg, "ping")) opt.mode = M_PING;
-            else die("--mode", "a, b, b2, facts or ping");
+            else die("--mode", "a, b, b2, glance, facts, q:BINDS:SQL or ping");
             break;
         case 't': opt.threads = atoi(optarg); break;
         case 'S': opt.seconds = atof(optarg); break;
@@ -676,7 +741,9 @@ int main(int argc, char **argv)
            opt.mode == M_A    ? "a"
            : opt.mode == M_B  ? "b"
            : opt.mode == M_B2 ? "b2"
-           : opt.mode == M_FACTS ? "facts" : "ping",
+           : opt.mode == M_GLANCE ? "glance"
+           : opt.mode == M_FACTS ? "facts"
+           : opt.mode == M_Q ? "q" : "ping",
            opt.threads, (t1 - t0) / 1e6, n, n / ((t1 - t0) / 1e6),
            (int64_t)atomic_load(&next_pair), PCT(0.5), PCT(0.9), PCT(0.99),
            n ? all[n - 1] : 0);

@@ -10,9 +10,13 @@
  *      the lock was lost or bypassed.
  *
  * A claim:
- *   facts    one lock-free read (event, user, order, ticket, quota); an
- *            existing ticket or a refusal is answered from it at once: a
- *            refusal writes nothing, so it needs no lock;
+ *   glance   one lock-free read (event, user, ticket, quota; not orders,
+ *            the costliest part of the full read); an existing ticket or a
+ *            refusal of rows 3 to 7 is answered from it at once: a refusal
+ *            writes nothing, so it needs no lock.  "Sold out" needs the
+ *            orders too (row 8 comes first): the full facts, still
+ *            lock-free.  "May create" goes on: the UPDATE below checks the
+ *            orders under the lock;
  *   lock     GET_LOCK, before the transaction (never inside one: a user
  *            lock and row locks can deadlock undetected);
  *   write    START TRANSACTION; UPDATE the event's counter on condition
@@ -173,9 +177,15 @@ enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
     enum claim_outcome o;
     enum db_status rc;
 
-    if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+    if (db_claim_glance(db, user_id, event_id, &f) != DB_OK)
         return CLAIM_UNAVAILABLE;
     o = tickets_decide(&f);
+    if (o == CLAIM_SOLD_OUT) {
+        /* row 8 (a paid order) comes before row 9: read the orders too */
+        if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+            return CLAIM_UNAVAILABLE;
+        o = tickets_decide(&f);
+    }
     if (o == CLAIM_EXISTING)
         *out = f.ticket;
     if (o != CLAIM_CREATED)
@@ -196,7 +206,7 @@ enum claim_outcome tickets_get(struct db *db, int64_t user_id,
 {
     struct claim_facts f;
 
-    if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
+    if (db_claim_glance(db, user_id, event_id, &f) != DB_OK)
         return CLAIM_UNAVAILABLE;
     if (!f.event_found)
         return CLAIM_EVENT_NOT_FOUND;

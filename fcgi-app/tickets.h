@@ -32,7 +32,8 @@ enum claim_outcome {
 /*
  * The contract's checks in order, over facts read in one statement.
  * Returns the first row that applies; CLAIM_CREATED means "may create".
- * Pure.
+ * Pure.  From facts without the orders (db_claim_glance) CLAIM_CREATED and
+ * CLAIM_SOLD_OUT are not final: a paid order (row 8) would come first.
  */
 enum claim_outcome tickets_decide(const struct claim_facts *f);
 
