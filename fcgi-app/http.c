@@ -17,6 +17,8 @@
 #include <fcgiapp.h>
 
 #include "log.h"
+#include <sys/socket.h>
+
 #include "metrics.h"
 #include "util.h"
 
@@ -26,6 +28,7 @@
 struct http_conn {
     FCGX_Request fcgx;
     bool accepted;   /* between http_accept and http_finish */
+    bool unix_socket; /* the listening socket is AF_UNIX: see http_finish */
     bool responded;
     char body[HTTP_BODY_MAX + 1];
     char path[HTTP_PATH_MAX + 1]; /* REQUEST_URI fallback, decoded */
@@ -36,6 +39,15 @@ int http_library_init(void)
     return FCGX_Init() == 0 ? 0 : -1;
 }
 
+static bool is_unix_socket(int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+
+    return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 &&
+           sa.ss_family == AF_UNIX;
+}
+
 struct http_request *http_request_new(int listen_fd)
 {
     struct http_request *r = calloc(1, sizeof(*r));
@@ -44,6 +56,7 @@ struct http_request *http_request_new(int listen_fd)
         abort();
     if (FCGX_InitRequest(&r->conn->fcgx, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
         abort();
+    r->conn->unix_socket = is_unix_socket(listen_fd);
     return r;
 }
 
@@ -270,5 +283,16 @@ void http_finish(struct http_request *r)
     metrics_response(r->status);
     access_log(r);
     c->accepted = false;
+    /*
+     * libfcgi closes a connection gracefully: shutdown(SHUT_WR), then poll
+     * and read until the web server closes its end, so that a TCP reset
+     * cannot destroy the answer in flight.  A unix socket has no resets (the
+     * answer stays queued at the reader whatever we do), so there that
+     * wait is only a sleep and a wake-up per request: "detached", libfcgi
+     * just close()s.  bench/run measured 15-20 % less app CPU per repeated
+     * claim (docs/PERFORMANCE.md).
+     */
+    if (c->unix_socket)
+        FCGX_Detach(&c->fcgx);
     FCGX_Finish_r(&c->fcgx);
 }
