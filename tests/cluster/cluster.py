@@ -592,6 +592,7 @@ http {
         '"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status",'
         '"upstream_response_time":"$upstream_response_time"}';
     access_log %(p)s/nginx-access.log cluster;
+    limit_req_zone $http_authorization zone=tickets_per_token:32m rate=100r/s;
     upstream tickets_app {
         %(servers)s
     }
