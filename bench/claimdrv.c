@@ -73,7 +73,6 @@ static struct {
 };
 
 /* The app's statements, word for word (fcgi-app/db.c). */
-#define TICKET_TIME "DATE_FORMAT(t.created_at, '%Y-%m-%dT%H:%i:%s.%fZ')"
 static const char SQL_FACTS[] =
     "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
     " e.free_quota, e.free_issued,"
@@ -81,7 +80,7 @@ static const char SQL_FACTS[] =
     "        AND u.premium_until > UTC_TIMESTAMP()),"
     " EXISTS(SELECT 1 FROM orders o WHERE o.user_id = ?"
     "        AND o.event_id = e.id AND o.status IN ('pending', 'paid')),"
-    " t.id, t.code, " TICKET_TIME
+    " t.id, t.code, t.created_at"
     " FROM events e LEFT JOIN free_tickets t"
     " ON t.user_id = ? AND t.event_id = e.id"
     " WHERE e.id = ?";
@@ -104,12 +103,11 @@ static const char SQL_INSERT[] =
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
 static const char SQL_GLANCE[] =
     "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
-    " e.free_quota, e.free_issued,"
-    " EXISTS(SELECT 1 FROM users u WHERE u.id = ?"
-    "        AND u.premium_until > UTC_TIMESTAMP()),"
-    " t.id, t.code, " TICKET_TIME
-    " FROM events e LEFT JOIN free_tickets t"
-    " ON t.user_id = ? AND t.event_id = e.id"
+    " e.free_quota, e.free_issued, u.id IS NOT NULL,"
+    " t.id, t.code, t.created_at"
+    " FROM events e"
+    " LEFT JOIN users u ON u.id = ? AND u.premium_until > UTC_TIMESTAMP()"
+    " LEFT JOIN free_tickets t ON t.user_id = ? AND t.event_id = e.id"
     " WHERE e.id = ?";
 
 enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, ST_GLANCE,
@@ -284,6 +282,7 @@ static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
     my_bool nul[9];
     unsigned long len[9];
     int64_t v[7];
+    MYSQL_TIME created;
 
     memset(f, 0, sizeof(*f));
     b_i64(&p[np++], &user);
@@ -294,8 +293,11 @@ static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
     for (i = 0; i < nint; i++)
         b_out_i64(&r[i], &nul[i], &v[i]);
     b_out_str(&r[nint], &nul[nint], &len[nint], f->code, sizeof(f->code));
-    b_out_str(&r[nint + 1], &nul[nint + 1], &len[nint + 1], f->created,
-              sizeof(f->created));
+    memset(&r[nint + 1], 0, sizeof(r[nint + 1]));
+    r[nint + 1].buffer_type = MYSQL_TYPE_DATETIME;
+    r[nint + 1].buffer = &created;
+    r[nint + 1].buffer_length = sizeof(created);
+    r[nint + 1].is_null = &nul[nint + 1];
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r))
         return fail(t, st, "facts");
