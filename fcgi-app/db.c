@@ -66,13 +66,13 @@ enum stmt_id {
     NSTMT
 };
 
-
 static const char *const stmt_sql[NSTMT] = {
     /*
      * The first look of a claim: the facts without the order check, which
-     * alone costs MariaDB about a third of the full read (bench/run, "the
-     * first read").  Enough to answer rows 3 to 7 of the contract and an
-     * existing ticket; the UPDATE below checks orders under the lock.
+     * alone costs MariaDB about a third of the full read (docs/
+     * PERFORMANCE.md, statement shapes).  Enough to answer rows 3 to 7 of
+     * the contract and an existing ticket; the seat UPDATE below checks the
+     * orders under the lock.
      */
     [ST_GLANCE] =
         "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"

@@ -13,12 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <fcgiapp.h>
 
 #include "log.h"
-#include <sys/socket.h>
-
 #include "metrics.h"
 #include "util.h"
 
