@@ -434,8 +434,8 @@ enum db_status db_ping(struct db *db)
 
 /*
  * The facts of a claim: the full read (ST_FACTS) or the first look
- * (ST_GLANCE: no order column, paid_order stays false and orders_checked
- * false).  Both have the same columns in the same order but for that one.
+ * (ST_GLANCE: no order column, paid_order stays false).  Both have the
+ * same columns in the same order but for that one.
  */
 static enum db_status claim_facts_once(struct db *db, bool full,
                                        int64_t user_id, int64_t event_id,
@@ -477,7 +477,6 @@ static enum db_status claim_facts_once(struct db *db, bool full,
     f->free_quota = null[2] ? 0 : (uint32_t)v[2];
     f->free_issued = (uint32_t)v[3];
     f->user_premium = v[4] != 0;
-    f->orders_checked = full;
     f->paid_order = full && v[5] != 0;
     f->has_ticket = !null[tcol];
     if (f->has_ticket) {

@@ -51,7 +51,6 @@ struct claim_facts {
     uint32_t free_quota;
     uint32_t free_issued;
     bool user_premium; /* the user exists and premium_until > now */
-    bool orders_checked; /* false after db_claim_glance */
     bool paid_order;   /* an order with status pending or paid */
     bool has_ticket;
     struct ticket ticket; /* valid when has_ticket */
@@ -86,8 +85,8 @@ enum db_status db_ping(struct db *db);
 /* Read the facts of (user, event); may reconnect.  DB_OK or unavailable. */
 enum db_status db_claim_facts(struct db *db, int64_t user_id,
                               int64_t event_id, struct claim_facts *out);
-/* The same without the order check (orders_checked false, paid_order
- * false): cheaper, for the lock-free first look of a claim. */
+/* The same without the order check (paid_order stays false): cheaper, for
+ * the lock-free first look of a claim. */
 enum db_status db_claim_glance(struct db *db, int64_t user_id,
                                int64_t event_id, struct claim_facts *out);
 

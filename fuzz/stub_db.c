@@ -97,7 +97,6 @@ enum db_status db_claim_facts(struct db *db, int64_t user_id,
     f->free_issued = issued(event_id);
     f->user_premium = user_id % 13 != 0;
     f->paid_order = ((uint64_t)user_id + (uint64_t)event_id) % 17 == 0;
-    f->orders_checked = true;
     t = find(user_id, event_id);
     if (t) {
         f->has_ticket = true;
@@ -112,7 +111,6 @@ enum db_status db_claim_glance(struct db *db, int64_t user_id,
 {
     enum db_status rc = db_claim_facts(db, user_id, event_id, f);
 
-    f->orders_checked = false;
     f->paid_order = false;
     return rc;
 }
