@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mysql.h>
 #include <errmsg.h>
@@ -371,12 +372,19 @@ static void out_time(MYSQL_BIND *b, my_bool *is_null, MYSQL_TIME *t)
     b->is_null = is_null;
 }
 
-/* MYSQL_TIME to "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" (UTC, as stored). */
+/* MYSQL_TIME (UTC, as stored) to the API's text, util_tm_text's. */
 static void ticket_time(const MYSQL_TIME *t, char out[UTIL_TIME_TEXT_MAX])
 {
-    snprintf(out, UTIL_TIME_TEXT_MAX, "%04u-%02u-%02uT%02u:%02u:%02u.%06luZ",
-             t->year % 10000, t->month % 100, t->day % 100, t->hour % 100,
-             t->minute % 100, t->second % 100, t->second_part % 1000000);
+    struct tm tm = {
+        .tm_year = (int)t->year - 1900,
+        .tm_mon = (int)t->month - 1,
+        .tm_mday = (int)t->day,
+        .tm_hour = (int)t->hour,
+        .tm_min = (int)t->minute,
+        .tm_sec = (int)t->second,
+    };
+
+    util_tm_text(&tm, (long)t->second_part, out);
 }
 
 /* Execute a statement, binding params and results (either may be NULL). */

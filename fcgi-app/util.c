@@ -114,18 +114,24 @@ void util_hex(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+void util_tm_text(const struct tm *tm, long usec, char *out)
+{
+    char buf[96]; /* room for any int fields, to keep the compiler sure */
+
+    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
+             tm->tm_year + 1900, tm->tm_mon + 1, tm->tm_mday, tm->tm_hour,
+             tm->tm_min, tm->tm_sec, usec);
+    memcpy(out, buf, UTIL_TIME_TEXT_MAX - 1);
+    out[UTIL_TIME_TEXT_MAX - 1] = '\0';
+}
+
 void util_utc_text(int64_t sec, long usec, char *out)
 {
     time_t t = (time_t)sec;
     struct tm tm;
-    char buf[96]; /* room for any int fields, to keep the compiler sure */
 
     gmtime_r(&t, &tm);
-    snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, usec);
-    memcpy(out, buf, UTIL_TIME_TEXT_MAX - 1);
-    out[UTIL_TIME_TEXT_MAX - 1] = '\0';
+    util_tm_text(&tm, usec, out);
 }
 
 int64_t util_now_us(void)

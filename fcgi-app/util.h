@@ -41,6 +41,10 @@ void util_hex(const unsigned char *in, size_t n, char *out);
  */
 void util_utc_text(int64_t sec, long usec, char *out);
 
+/* The same from broken-down UTC fields (tm_year since 1900, tm_mon 0-11). */
+struct tm;
+void util_tm_text(const struct tm *tm, long usec, char *out);
+
 /* Microseconds on the monotonic clock, for durations. */
 int64_t util_now_us(void);
 
