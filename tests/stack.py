@@ -191,6 +191,40 @@ def _alive(pid):
     return True
 
 
+def root_connect(socket_path, db=DB_NAME, timeout=10):
+    """A pymysql connection as root over the unix socket, autocommit.
+    lock_wait_timeout: a TRUNCATE or ALTER blocked by a transaction the app
+    left open fails after 30 s instead of hanging the run for the server's
+    default of a year."""
+    return pymysql.connect(unix_socket=socket_path, user="root",
+                           password="", database=db, autocommit=True,
+                           connect_timeout=timeout, charset="utf8mb4",
+                           init_command="SET SESSION lock_wait_timeout = 30")
+
+
+def query_rows(conn, query, args=None):
+    """Run one statement on conn, then close it; its rows as a list of
+    tuples."""
+    try:
+        cur = conn.cursor()
+        cur.execute(query, args)
+        return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def mariadb_client(socket_path, sql_bytes, database=DB_NAME, what="mariadb"):
+    """Feed SQL (bytes, delimiters and all) to the mariadb client as
+    root; StackError with its output when it fails."""
+    r = subprocess.run(
+        ["mariadb", "--no-defaults", "--socket=" + socket_path,
+         "--user=root", "--batch", database],
+        input=sql_bytes, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise StackError("%s failed:\n%s" % (
+            what, r.stdout.decode("utf-8", "replace")))
+
+
 def _children(pid):
     """Direct children of pid (nginx workers of a master)."""
     out = []
@@ -834,25 +868,14 @@ class Stack(object):
             self.start_db()
 
     def _root_conn(self, db=DB_NAME, timeout=10):
-        # lock_wait_timeout: a TRUNCATE or ALTER blocked by a transaction the
-        # app left open fails after 30 s instead of hanging the run for the
-        # server's default of a year.
-        return pymysql.connect(unix_socket=self.db_socket, user="root",
-                               password="", database=db, autocommit=True,
-                               connect_timeout=timeout, charset="utf8mb4",
-                               init_command="SET SESSION lock_wait_timeout = 30")
+        return root_connect(self.db_socket, db, timeout)
 
     def _load_sql(self, filename, database=DB_NAME):
         """Load a SQL file with the mariadb client (as root)."""
         path = os.path.join(ROOT, "sql", filename)
         with open(path, "rb") as f:
-            r = subprocess.run(
-                ["mariadb", "--no-defaults", "--socket=" + self.db_socket,
-                 "--user=root", "--batch", database],
-                stdin=f, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise StackError("loading %s failed:\n%s" % (
-                path, r.stdout.decode("utf-8", "replace")))
+            mariadb_client(self.db_socket, f.read(), database,
+                           what="loading " + path)
 
     def _setup_db(self):
         password = secrets.token_hex(16)
@@ -1206,13 +1229,7 @@ class Stack(object):
 
     def sql(self, query, args=None):
         """Run one statement as root; return its rows as a list of tuples."""
-        conn = self._root_conn()
-        try:
-            cur = conn.cursor()
-            cur.execute(query, args)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return query_rows(self._root_conn(), query, args)
 
     def make_user(self, id, premium=True, premium_until=None):
         """premium: premium_until = now + 30 days; else a day ago. An explicit

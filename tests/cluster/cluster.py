@@ -124,16 +124,6 @@ def netns_usable():
     return None
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale():
     """Namespaces of an earlier run whose process is gone (it was killed
     before it could clean up): kill what still runs inside, delete them.
@@ -142,7 +132,7 @@ def remove_stale():
     for line in _ip("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.match(r"^%s(\d+)-[a-z0-9]+$" % NS_PREFIX, name)
-        if not m or _pid_alive(int(m.group(1))):
+        if not m or _stack._alive(int(m.group(1))):
             continue
         _kill_netns_pids(name)
         _ip("netns", "del", name, check=False)
@@ -307,18 +297,7 @@ class Cluster(object):
             p = self.procs.get(name)
             if p is None:
                 continue
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-                try:
-                    p.wait(30 if name == "mariadbd" else 10)
-                except subprocess.TimeoutExpired:
-                    self._log("%s (pid %d) ignored SIGTERM; killing it"
-                              % (name, p.pid))
-                    p.kill()
-                    p.wait()
+            _stack._stop_process(p, 30 if name == "mariadbd" else 10, name)
         for name in list(self.made_ns):
             _kill_netns_pids(name)      # nginx workers of a killed master, say
             _ip("netns", "del", name, check=False)
@@ -411,27 +390,13 @@ class Cluster(object):
     def root_conn(self, db="tickets", timeout=10):
         """root over the unix socket (a path in the shared file system, so
         it works from the root namespace)."""
-        return pymysql.connect(unix_socket=self.db_socket, user="root",
-                               password="", database=db, autocommit=True,
-                               connect_timeout=timeout, charset="utf8mb4",
-                               init_command="SET SESSION lock_wait_timeout = 30")
+        return _stack.root_connect(self.db_socket, db, timeout)
 
     def sql(self, query, args=None):
-        conn = self.root_conn()
-        try:
-            cur = conn.cursor()
-            cur.execute(query, args)
-            return list(cur.fetchall())
-        finally:
-            conn.close()
+        return _stack.query_rows(self.root_conn(), query, args)
 
     def _mariadb(self, text, database="tickets"):
-        r = subprocess.run(["mariadb", "--no-defaults", "--socket=" + self.db_socket,
-                            "--user=root", "--batch", database],
-                           input=text.encode(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise StackError("mariadb: %s" % r.stdout.decode("utf-8", "replace"))
+        _stack.mariadb_client(self.db_socket, text.encode(), database)
 
     def _setup_db(self):
         password = secrets.token_hex(16)
