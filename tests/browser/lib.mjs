@@ -1,7 +1,9 @@
 // Shared pieces of the browser tests: the running stack (started by run.sh
 // through serve.py), its control API, and Debian's Chromium under
 // playwright-core.
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { after, afterEach, before } from 'node:test';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -66,6 +68,30 @@ export async function newContext(browser, device = DESKTOP) {
   const context = await browser.newContext({ ...device, locale: 'en-GB', timezoneId: 'UTC' });
   context.setDefaultTimeout(15000);
   return context;
+}
+
+// One Chromium for the calling test file and a fresh context per call of
+// the returned function; after each test its contexts are closed and the
+// harness's invariants checked (no lock left, free_issued equal to the
+// ticket rows, no app instance died). Call at the top level of a test file.
+export function browserContexts() {
+  let browser;
+  const contexts = [];
+  before(async () => {
+    browser = await launch();
+  });
+  after(async () => {
+    await browser?.close();
+  });
+  afterEach(async () => {
+    while (contexts.length) await contexts.pop().close();
+    assert.deepEqual(await ctl('check'), []);
+  });
+  return async (device) => {
+    const context = await newContext(browser, device);
+    contexts.push(context);
+    return context;
+  };
 }
 
 // A page of the context, failing the test on any script error, and on any

@@ -1,11 +1,11 @@
 // The tickets page (web/) in Debian's Chromium, against the real stack:
 // nginx, two app instances, MariaDB with sql/demo.sql (tests/browser/run.sh).
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  BASE, PHONE, ROOT, card, ctl, demoSignIn, launch, newContext, openPage, ready, shot, sql, ticketRows,
+  BASE, PHONE, ROOT, browserContexts, card, ctl, demoSignIn, openPage, ready, shot, sql, ticketRows,
 } from './lib.mjs';
 
 // What the page says for each refusal: the words people read.
@@ -22,28 +22,10 @@ const MESSAGES = {
   signed_out: 'You are not signed in. Sign in to take a free ticket.',
 };
 
-let browser;
-const contexts = [];
-
-before(async () => {
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-afterEach(async () => {
-  while (contexts.length) await contexts.pop().close();
-  // the harness's invariants after every test: no lock left, free_issued
-  // equal to the ticket rows, no app instance died
-  assert.deepEqual(await ctl('check'), []);
-});
+const freshContext = browserContexts();
 
 async function freshPage(device) {
-  const context = await newContext(browser, device);
-  contexts.push(context);
-  return openPage(context);
+  return openPage(await freshContext(device));
 }
 
 function noProblems(page) {
@@ -343,8 +325,7 @@ test('production: no demo sign-in; the site hands the token over in the URL frag
       .map((l) => l.replace(/#.*/, '')).join('\n');
     assert.doesNotMatch(code, /demo|tokens\.json/, f);
   }
-  const context = await newContext(browser);
-  contexts.push(context);
+  const context = await freshContext();
   // as served there: /demo/tokens.json is the site's JSON 404
   await context.route('**/demo/tokens.json', (route) => route.fulfill({
     status: 404, contentType: 'application/json', body: '{"error":"not_found","message":"no such path"}',

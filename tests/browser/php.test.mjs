@@ -1,31 +1,16 @@
 // The PHP example (examples/php/) under php-fpm behind the same nginx, in
 // Debian's Chromium: the PHP site signs a token for its own logged-in user
 // and calls tickets-fcgi server-side.
-import { after, afterEach, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { BASE, ROOT, ctl, launch, newContext, shot, stack, ticketRows } from './lib.mjs';
+import { BASE, ROOT, browserContexts, ctl, shot, stack, ticketRows } from './lib.mjs';
 
-let browser;
-const contexts = [];
-
-before(async () => {
-  browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
-
-afterEach(async () => {
-  while (contexts.length) await contexts.pop().close();
-  assert.deepEqual(await ctl('check'), []);
-});
+const freshContext = browserContexts();
 
 async function phpPage() {
-  const context = await newContext(browser);
-  contexts.push(context);
+  const context = await freshContext();
   const page = await context.newPage();
   const problems = [];
   page.on('pageerror', (e) => problems.push(e.message));
