@@ -248,12 +248,17 @@ def test_storm_lands_on_every_host_and_one_ticket_each(cluster):
 
 
 def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
-                    down_for=6.0, after_up=4.0, clients=32):
+                    down_for=6.0, after_up=4.0, clients=32, hold_row=None):
     """A storm of fresh claims through nginx; app host victim's link goes
     down before_down seconds in, comes back down_for seconds later, the
     storm goes on for after_up seconds more. Then every pair that was tried
     is claimed once more. Checks what must hold whatever the database's
-    settings; returns the summary (also printed) for the caller's checks."""
+    settings; returns the summary (also printed) for the caller's checks.
+
+    hold_row: an event id whose row the test itself locks for HOLD_S before
+    the cut and lets go right after it, so that claims of the victim are
+    certainly waiting for that row when its link goes down (without it, the
+    victim has a claim transaction open at the cut in about 3 runs of 4)."""
     make_users(c, users)
     for e, q in events.items():
         make_event(c, e, q)
@@ -298,10 +303,23 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     stop_at[0] = t0 + before_down + down_for + after_up
     with pool(c, clients) as ex:
         futures = [ex.submit(client) for _ in range(clients)]
+        holder, queued = None, None
         try:
-            time.sleep(before_down)
+            if hold_row is None:
+                time.sleep(before_down)
+            else:
+                time.sleep(before_down - HOLD_S)
+                holder = c.root_conn()
+                holder.cursor().execute("START TRANSACTION")
+                holder.cursor().execute(
+                    "SELECT id FROM events WHERE id = %s FOR UPDATE", (hold_row,))
+                time.sleep(HOLD_S)
+                queued = victim_waiting(c, victim)
             t_down, iso_down = time.monotonic(), iso_now()
             c.link_down(victim)
+            if holder is not None:
+                holder.commit()
+                holder.close()
             time.sleep(down_for)
         finally:
             t_up, iso_up = time.monotonic(), iso_now()
@@ -359,6 +377,7 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
         for i in range(1, c.napps + 1)}
     summary = {
         "link_down_host": "%d (%s)" % (victim, c.app_addrs[victim - 1]),
+        "victim_claims_waiting_for_the_held_row_at_cut": queued,
         "seconds": {"before": before_down, "down": down_for,
                     "after": after_up, "storm_total": round(t_end - t0, 2)},
         "requests": len(outcomes), "pairs_tried": len(tried),
@@ -409,15 +428,30 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     summary["_ok_by_second"] = ok_by_second
     summary["_served_while_down"] = served_while_down
     summary["_rerouted"] = len(rerouted)
+    summary["_queued"] = queued
     return summary
 
 
+HOLD_S = 0.5
+
+
+def victim_waiting(c, victim):
+    """How many of app host victim's sessions wait for a row lock now."""
+    return c.sql(
+        "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
+        "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+        "WHERE t.trx_state = 'LOCK WAIT' AND p.HOST LIKE %s",
+        (c.ip["a%d" % victim] + ":%",))[0][0]
+
+
 def test_link_down_mid_storm_db_defaults(cluster):
-    """The database as installed. A claim in flight on the cut-off host
-    holds its event's row lock (and its user's named lock) on the server
-    until the link comes back: claims of those events on the other hosts
-    wait for it. So the cluster may stall for the outage, but nothing is
-    lost or doubled, and it recovers by itself when the link is back."""
+    """The database as installed, the link cut wherever the storm is. A
+    claim in flight on the cut-off host holds its event's row lock (and its
+    user's named lock) on the server until the server drops the session
+    (the app's idle_transaction_timeout on MariaDB; on a server without it,
+    until the link comes back): claims of those events on the other hosts
+    wait for it. So the cluster may stall, but nothing is lost or doubled,
+    and it recovers by itself when the link is back."""
     s = link_down_storm(cluster, "link-down-db-defaults",
                         list(range(1001, 4001)), {11: None, 12: 400})
     # claims were answered again in the 4 s after the link came back
@@ -425,27 +459,26 @@ def test_link_down_mid_storm_db_defaults(cluster):
 
 
 def test_link_down_mid_storm_idle_transaction_timeout(cluster):
-    """The database with idle_transaction_timeout (MariaDB): the server
-    drops a session that sits idle inside a transaction, the cut-off host's
-    among them, which rolls its claim back and frees its row and named
-    locks. The other hosts go on serving during the outage; nginx routes
-    new requests around the dead host.
+    """idle_transaction_timeout (MariaDB; the app sets 2 s on each of its
+    sessions): the server drops a session that sits idle inside a
+    transaction, the cut-off host's among them, which rolls its claim back
+    and frees its row and named locks. The other hosts go on serving during
+    the outage; nginx routes new requests around the dead host.
+
+    The test holds event 21's row for a moment before the cut, so that
+    claims of the cut-off host are surely inside a transaction then (left
+    to chance, in about 1 run of 4 none is, and there is nothing to drop).
 
     The stall is not one timeout long: the cut-off host's other claims of
     the same event wait on the server for that row; each gets it in turn,
     does its UPDATE, and then sits idle in its transaction, holding the row
     for another timeout. So it lasts up to (that host's claims queued on the
-    row) x timeout, at most its worker threads (4 here) x 1 s."""
+    row) x timeout, at most its worker threads (4 here) x 2 s."""
     c = cluster
-    c.sql("SET GLOBAL idle_transaction_timeout = 1")
     err_mark = os.path.getsize(c.path("mariadb.err"))
-    try:
-        c.restart_apps()           # sessions take the new global value
-        s = link_down_storm(c, "link-down-idle-trx-timeout",
-                            list(range(5001, 9001)), {21: None, 22: 400},
-                            down_for=10.0)
-    finally:
-        c.sql("SET GLOBAL idle_transaction_timeout = 0")
+    s = link_down_storm(c, "link-down-idle-trx-timeout",
+                        list(range(5001, 9001)), {21: None, 22: 400},
+                        down_for=12.0, hold_row=21)
     # the server dropped sessions of the cut-off host
     with open(c.path("mariadb.err")) as f:
         f.seek(err_mark)
@@ -453,10 +486,14 @@ def test_link_down_mid_storm_idle_transaction_timeout(cluster):
                    and c.ip["a2"] in line]
     sys.stderr.write("sessions of the cut-off host dropped by the server: %d\n"
                      % len(dropped))
+    # the test held event 21's row at the cut, so claims of the cut-off host
+    # were waiting for it; each then gets the row, cannot finish, and must
+    # be dropped by the server (else the row stays locked for the outage)
+    assert s["_queued"] > 0, "no claim of the cut-off host waited at the cut"
     assert dropped, "no session of the cut-off host was dropped"
     # the healthy hosts answered claims again while the link was still down:
-    # after at most 4 x 1 s of row-lock chain and a 3 s named-lock wait
-    late = sum(n for sec, n in s["_ok_by_second"].items() if sec >= 7)
+    # after at most 4 x 2 s of row-lock chain
+    late = sum(n for sec, n in s["_ok_by_second"].items() if sec >= 9)
     assert late > 0, s["_ok_by_second"]
     for i in range(1, c.napps + 1):
         if i != 2:
