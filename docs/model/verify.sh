@@ -128,25 +128,18 @@ run_one() { # name
     incomplete=
     if [ "$expect" = fail ]; then
         # breadth-first: the first error found is a shortest one
-        build_pan "$d" -DSAFETY -DNOCLAIM -DBFS
-        (cd "$d" && ./pan -m"$depth" > safety.txt 2>&1) || true
-        echo "    safety (BFS): $(pan_errors "$d/safety.txt") error(s), $(pan_stats "$d/safety.txt")" >> "$d/summary.txt"
-        if [ "$(pan_errors "$d/safety.txt")" != 0 ] && [ -f "$d/claim.pml.trail" ]; then
-            found=safety
-            summarise_trail "$d" "$macros" "shortest safety"
-        elif pan_incomplete "$d/safety.txt"; then
-            incomplete=safety
-        fi
+        search=-DBFS label="safety (BFS):" trail="shortest safety"
     else
-        build_pan "$d" -DSAFETY -DNOCLAIM -DCOLLAPSE
-        (cd "$d" && ./pan -m"$depth" > safety.txt 2>&1) || true
-        echo "    safety:   $(pan_errors "$d/safety.txt") error(s), $(pan_stats "$d/safety.txt")" >> "$d/summary.txt"
-        if [ "$(pan_errors "$d/safety.txt")" != 0 ] && [ -f "$d/claim.pml.trail" ]; then
-            found=safety
-            summarise_trail "$d" "$macros" "safety"
-        elif pan_incomplete "$d/safety.txt"; then
-            incomplete=safety
-        fi
+        search=-DCOLLAPSE label="safety:  " trail=safety
+    fi
+    build_pan "$d" -DSAFETY -DNOCLAIM "$search"
+    (cd "$d" && ./pan -m"$depth" > safety.txt 2>&1) || true
+    echo "    $label $(pan_errors "$d/safety.txt") error(s), $(pan_stats "$d/safety.txt")" >> "$d/summary.txt"
+    if [ "$(pan_errors "$d/safety.txt")" != 0 ] && [ -f "$d/claim.pml.trail" ]; then
+        found=safety
+        summarise_trail "$d" "$macros" "$trail"
+    elif pan_incomplete "$d/safety.txt"; then
+        incomplete=safety
     fi
     if [ -z "$found" ]; then
         rm -f "$d/claim.pml.trail"
