@@ -58,6 +58,8 @@
 
 #include <mysql.h>
 
+#include "../fcgi-app/claim_sql.h"
+
 enum mode { M_A, M_B, M_B2, M_GLANCE, M_FACTS, M_Q, M_PING };
 
 static struct {
@@ -72,49 +74,14 @@ static struct {
     .users = 1000, .user_base = 1, .event_base = 1, .events = 100,
 };
 
-/* The app's statements, word for word (fcgi-app/db.c). */
-static const char SQL_FACTS[] =
-    "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
-    " e.free_quota, e.free_issued,"
-    " EXISTS(SELECT 1 FROM users u WHERE u.id = ?"
-    "        AND u.premium_until > UTC_TIMESTAMP()),"
-    " EXISTS(SELECT 1 FROM orders o WHERE o.user_id = ?"
-    "        AND o.event_id = e.id AND o.status IN ('pending', 'paid')),"
-    " t.id, t.code, t.created_at"
-    " FROM events e LEFT JOIN free_tickets t"
-    " ON t.user_id = ? AND t.event_id = e.id"
-    " WHERE e.id = ?";
-static const char SQL_LOCK[] = "SELECT GET_LOCK(?, ?)";
-static const char SQL_UNLOCK[] = "SELECT RELEASE_LOCK(?)";
-static const char SQL_SEAT[] =
-    "UPDATE events SET free_issued = free_issued + 1"
-    " WHERE id = ? AND free_for_premium = 1"
-    " AND starts_at > UTC_TIMESTAMP()"
-    " AND (free_quota IS NULL OR free_issued < free_quota)"
-    " AND EXISTS(SELECT 1 FROM users WHERE id = ?"
-    "            AND premium_until > UTC_TIMESTAMP())"
-    " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?"
-    "            AND event_id = ? AND status IN ('pending', 'paid'))"
-    " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?"
-    "            AND event_id = ?)";
-static const char SQL_INSERT[] =
-    "INSERT INTO free_tickets (user_id, event_id, code, created_at)"
-    " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id";
+/* The app's statements, word for word: the same header as fcgi-app/db.c. */
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
-static const char SQL_GLANCE[] =
-    "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
-    " e.free_quota, e.free_issued, u.id IS NOT NULL,"
-    " t.id, t.code, t.created_at"
-    " FROM events e"
-    " LEFT JOIN users u ON u.id = ? AND u.premium_until > UTC_TIMESTAMP()"
-    " LEFT JOIN free_tickets t ON t.user_id = ? AND t.event_id = e.id"
-    " WHERE e.id = ?";
 
 enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, ST_GLANCE,
        ST_Q, NST };
-static const char *const st_sql[NST] = {SQL_FACTS, SQL_LOCK, SQL_UNLOCK,
-                                        SQL_SEAT, SQL_INSERT, SQL_CALL, SQL_GLANCE,
-                                        NULL};
+static const char *const st_sql[NST] = {
+    CLAIM_SQL_FACTS, CLAIM_SQL_LOCK, CLAIM_SQL_UNLOCK, CLAIM_SQL_SEAT,
+    CLAIM_SQL_INSERT, SQL_CALL, CLAIM_SQL_GLANCE, NULL};
 
 enum outcome { O_CREATED, O_EXISTING, O_REFUSED, O_BUSY, O_NOEVENT, O_ERROR,
                NOUT };

@@ -33,6 +33,7 @@
 #include <errmsg.h>
 #include <mysqld_error.h>
 
+#include "claim_sql.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -68,61 +69,18 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[NSTMT] = {
-    /*
-     * The first look of a claim: the facts without the order check, which
-     * alone costs MariaDB about a third of the full read (docs/
-     * PERFORMANCE.md, statement shapes).  Enough to answer rows 3 to 7 of
-     * the contract and an existing ticket; the seat UPDATE below checks the
-     * orders under the lock.
-     */
-    [ST_GLANCE] =
-        "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
-        " e.free_quota, e.free_issued, u.id IS NOT NULL,"
-        " t.id, t.code, t.created_at"
-        " FROM events e"
-        " LEFT JOIN users u ON u.id = ? AND u.premium_until > UTC_TIMESTAMP()"
-        " LEFT JOIN free_tickets t ON t.user_id = ? AND t.event_id = e.id"
-        " WHERE e.id = ?",
-    /* One consistent read for everything a claim decides on. */
-    [ST_FACTS] =
-        "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP(),"
-        " e.free_quota, e.free_issued,"
-        " EXISTS(SELECT 1 FROM users u WHERE u.id = ?"
-        "        AND u.premium_until > UTC_TIMESTAMP()),"
-        " EXISTS(SELECT 1 FROM orders o WHERE o.user_id = ?"
-        "        AND o.event_id = e.id AND o.status IN ('pending', 'paid')),"
-        " t.id, t.code, t.created_at"
-        " FROM events e LEFT JOIN free_tickets t"
-        " ON t.user_id = ? AND t.event_id = e.id"
-        " WHERE e.id = ?",
+    [ST_GLANCE] = CLAIM_SQL_GLANCE,
+    [ST_FACTS] = CLAIM_SQL_FACTS,
     [ST_TICKET] = "SELECT t.id, t.code, t.created_at"
                   " FROM free_tickets t WHERE t.user_id = ? AND t.event_id = ?",
     [ST_EVENTS] =
         "SELECT id, title, DATE_FORMAT(starts_at, '%Y-%m-%dT%H:%i:%sZ'),"
         " free_for_premium, free_quota, free_issued FROM events"
         " WHERE starts_at > UTC_TIMESTAMP() ORDER BY starts_at, id LIMIT ?",
-    [ST_LOCK] = "SELECT GET_LOCK(?, ?)",
-    [ST_UNLOCK] = "SELECT RELEASE_LOCK(?)",
-    /*
-     * The check-and-count of a claim in one statement: every rule, the
-     * user's existing ticket included (so that the named lock alone keeps
-     * one ticket per pair), and the seat, in one current (locking) read of
-     * the event row, so the quota cannot be oversold by other users.
-     */
-    [ST_SEAT] =
-        "UPDATE events SET free_issued = free_issued + 1"
-        " WHERE id = ? AND free_for_premium = 1"
-        " AND starts_at > UTC_TIMESTAMP()"
-        " AND (free_quota IS NULL OR free_issued < free_quota)"
-        " AND EXISTS(SELECT 1 FROM users WHERE id = ?"
-        "            AND premium_until > UTC_TIMESTAMP())"
-        " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?"
-        "            AND event_id = ? AND status IN ('pending', 'paid'))"
-        " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?"
-        "            AND event_id = ?)",
-    /* The unique key (user_id, event_id) is the guard of last resort. */
-    [ST_INSERT] = "INSERT INTO free_tickets (user_id, event_id, code, created_at)"
-                  " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id",
+    [ST_LOCK] = CLAIM_SQL_LOCK,
+    [ST_UNLOCK] = CLAIM_SQL_UNLOCK,
+    [ST_SEAT] = CLAIM_SQL_SEAT,
+    [ST_INSERT] = CLAIM_SQL_INSERT,
 };
 
 struct db {

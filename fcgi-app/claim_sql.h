@@ -1,0 +1,66 @@
+/*
+ * claim_sql.h: the statements of a claim, as text.
+ *
+ * One copy for the two programs that must send exactly these: the app
+ * (db.c prepares them) and the benchmark's ceiling driver (bench/
+ * claimdrv.c, ceiling (a) of docs/PERFORMANCE.md, which is only a ceiling
+ * of the app if its SQL is the app's, word for word).
+ */
+#ifndef TICKETS_CLAIM_SQL_H
+#define TICKETS_CLAIM_SQL_H
+
+/*
+ * The first look of a claim: the facts without the order check, which
+ * alone costs MariaDB about a third of the full read (docs/PERFORMANCE.md,
+ * statement shapes).  Enough to answer rows 3 to 7 of the contract and an
+ * existing ticket; the seat UPDATE below checks the orders under the lock.
+ */
+#define CLAIM_SQL_GLANCE \
+    "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP()," \
+    " e.free_quota, e.free_issued, u.id IS NOT NULL," \
+    " t.id, t.code, t.created_at" \
+    " FROM events e" \
+    " LEFT JOIN users u ON u.id = ? AND u.premium_until > UTC_TIMESTAMP()" \
+    " LEFT JOIN free_tickets t ON t.user_id = ? AND t.event_id = e.id" \
+    " WHERE e.id = ?"
+
+/* One consistent read for everything a claim decides on. */
+#define CLAIM_SQL_FACTS \
+    "SELECT e.free_for_premium, e.starts_at <= UTC_TIMESTAMP()," \
+    " e.free_quota, e.free_issued," \
+    " EXISTS(SELECT 1 FROM users u WHERE u.id = ?" \
+    "        AND u.premium_until > UTC_TIMESTAMP())," \
+    " EXISTS(SELECT 1 FROM orders o WHERE o.user_id = ?" \
+    "        AND o.event_id = e.id AND o.status IN ('pending', 'paid'))," \
+    " t.id, t.code, t.created_at" \
+    " FROM events e LEFT JOIN free_tickets t" \
+    " ON t.user_id = ? AND t.event_id = e.id" \
+    " WHERE e.id = ?"
+
+#define CLAIM_SQL_LOCK "SELECT GET_LOCK(?, ?)"
+#define CLAIM_SQL_UNLOCK "SELECT RELEASE_LOCK(?)"
+
+/*
+ * The check-and-count of a claim in one statement: every rule, the user's
+ * existing ticket included (so that the named lock alone keeps one ticket
+ * per pair), and the seat, in one current (locking) read of the event row,
+ * so the quota cannot be oversold by other users.
+ */
+#define CLAIM_SQL_SEAT \
+    "UPDATE events SET free_issued = free_issued + 1" \
+    " WHERE id = ? AND free_for_premium = 1" \
+    " AND starts_at > UTC_TIMESTAMP()" \
+    " AND (free_quota IS NULL OR free_issued < free_quota)" \
+    " AND EXISTS(SELECT 1 FROM users WHERE id = ?" \
+    "            AND premium_until > UTC_TIMESTAMP())" \
+    " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?" \
+    "            AND event_id = ? AND status IN ('pending', 'paid'))" \
+    " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?" \
+    "            AND event_id = ?)"
+
+/* The unique key (user_id, event_id) is the guard of last resort. */
+#define CLAIM_SQL_INSERT \
+    "INSERT INTO free_tickets (user_id, event_id, code, created_at)" \
+    " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id"
+
+#endif
