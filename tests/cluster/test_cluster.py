@@ -320,8 +320,11 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
             if holder is not None:
                 holder.commit()
                 holder.close()
+                holder = None
             time.sleep(down_for)
         finally:
+            if holder is not None:      # failed before the cut: let go
+                holder.close()
             t_up, iso_up = time.monotonic(), iso_now()
             c.link_up(victim)
         for f in futures:
