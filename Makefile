@@ -133,7 +133,7 @@ fuzz:
 # Model-check the claim protocol with spin (docs/PROTOCOL.md): the real
 # protocol must hold, each broken variant must fail with a trace; 2-4 min.
 verify:
-	$(Q)docs/model/verify.sh
+	$(Q)model/verify.sh
 
 # Several "hosts" in network namespaces: app hosts on TCP, a database host,
 # nginx in front; a storm of claims, then one app host's link cut.
@@ -159,7 +159,7 @@ bench-smoke: all
 run:
 	$(Q)scripts/install-deps.sh
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) tests/stack.py run
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) scripts/run-stack
 
 install: $(BUILD)/tickets-fcgi
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \

@@ -11,7 +11,7 @@
  *            statements where the app prepares them, the same text, binds
  *            and session settings
  *   b        CALL tickets_claim(..., p_fast = 1): the whole claim, fast path
- *            included, in one round trip (sql/bench_claim_procedure.sql)
+ *            included, in one round trip (bench/claim_procedure.sql)
  *   b2       the app's first look, then CALL tickets_claim(..., 0): the
  *            fast path stays in C, the locked part is one call (2 round trips
  *            for a new ticket, 1 for a repeat)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The tickets-fcgi stack on one machine, for the integration tests and
 `make run`: a private MariaDB, N app instances under spawn-fcgi, one nginx.
 
@@ -12,7 +11,7 @@ the system's MariaDB and nginx services are never touched.
     stack.request("GET", "/api/events").json
     stack.stop()             # reverse order: nginx, apps, MariaDB
 
-    python3 tests/stack.py run [--port 8080]     # what `make run` does
+`make run` is scripts/run-stack, a thin launcher over this module.
 
 Options of Stack beyond the API: web=True serves the page of web/ at `/`
 (and, with demo=True, the demo sign-in's /demo/tokens.json, written by
@@ -22,7 +21,6 @@ directory and routes /php/ to the PHP example in examples/php/.
 Standard library and pymysql only (Debian: python3, python3-pymysql).
 """
 
-import argparse
 import base64
 import grp
 import hashlib
@@ -88,7 +86,7 @@ def install_datadir(datadir, log_path):
                              stderr=log)
     if rc != 0:
         raise StackError("mariadb-install-db failed (%d):\n%s" % (
-            rc, _tail(log_path)))
+            rc, tail_file(log_path)))
 
 
 def invariant_problems(sql, held_locks, settle=2.0):
@@ -152,7 +150,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _port_free(port):
+def port_free(port):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -170,7 +168,7 @@ def _write_private(path, text):
     os.chmod(path, 0o600)
 
 
-def _tail(path, lines=30):
+def tail_file(path, lines=30):
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -181,7 +179,7 @@ def _tail(path, lines=30):
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _alive(pid):
+def pid_alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -298,11 +296,11 @@ def _wait_for(what, check, timeout, proc=None, log=None, interval=0.02):
         if proc is not None and proc.poll() is not None:
             raise StackError("%s: the process exited with status %s%s" % (
                 what, proc.returncode,
-                ("; last lines of %s:\n%s" % (log, _tail(log))) if log else ""))
+                ("; last lines of %s:\n%s" % (log, tail_file(log))) if log else ""))
         if time.monotonic() > deadline:
             raise StackError("%s: not ready after %.0f s (%s)%s" % (
                 what, timeout, last_error,
-                ("; last lines of %s:\n%s" % (log, _tail(log))) if log else ""))
+                ("; last lines of %s:\n%s" % (log, tail_file(log))) if log else ""))
         time.sleep(interval)
         interval = min(interval * 1.5, 0.2)
 
@@ -797,7 +795,7 @@ class Stack(object):
         for name in names:
             p = self.path(name)
             if os.path.exists(p):
-                out.write("----- %s (last %d lines)\n%s\n" % (p, lines, _tail(p, lines)))
+                out.write("----- %s (last %d lines)\n%s\n" % (p, lines, tail_file(p, lines)))
 
     # -- MariaDB
 
@@ -1325,129 +1323,3 @@ class Stack(object):
         with open(path, "w") as f:
             json.dump(state, f, indent=2)
             f.write("\n")
-
-
-# ---------------------------------------------------------------------------
-# `make run`
-
-def _run(args):
-    run_dir = os.path.join(ROOT, ".run")
-    state_file = os.path.join(run_dir, "stack.json")
-    app_bin = os.path.abspath(args.bin or os.environ.get("TICKETS_BIN") or DEFAULT_BIN)
-    if not os.access(app_bin, os.X_OK):
-        sys.stderr.write("%s not found: run `make` first.\n" % app_bin)
-        return 1
-    try:
-        with open(state_file) as f:
-            old = json.load(f)
-        runner = old.get("pids", {}).get("runner")
-        if runner and runner != os.getpid() and _alive(runner):
-            sys.stderr.write("a stack is already running from %s (pid %d); "
-                             "stop it first (Ctrl-C there, or kill %d).\n"
-                             % (run_dir, runner, runner))
-            return 1
-    except (OSError, ValueError):
-        pass
-    internal_port = args.internal_port or args.port + 1
-    for p in (args.port, internal_port):
-        if not _port_free(p):
-            sys.stderr.write("port %d on 127.0.0.1 is in use; choose others: "
-                             "python3 tests/stack.py run --port N "
-                             "[--internal-port M]\n" % p)
-            return 1
-    shutil.rmtree(run_dir, ignore_errors=True)
-    os.makedirs(run_dir)
-
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *a: stop.set())
-
-    stack = Stack(dir=run_dir, instances=args.instances, app_bin=app_bin,
-                  app_env={}, port=args.port, internal_port=internal_port,
-                  demo=True, web=True)
-    print("starting MariaDB, %d app instance(s) and nginx in %s ..."
-          % (args.instances, run_dir), flush=True)
-    try:
-        stack.start()
-    except StackError as e:
-        sys.stderr.write("\nmake run failed: %s\nlogs kept in %s\n" % (e, run_dir))
-        return 1
-    stack.write_state(state_file)
-    tokens = stack.write_demo_tokens(exp_delta=86400)
-    with open(os.path.join(run_dir, "tokens.env"), "w") as f:
-        for u, t in tokens.items():
-            f.write("T%d='%s'\n" % (u, t))
-    u = stack.url
-    print("""
-tickets-fcgi is running (started in %.1f s)
-  page      %s/  (open it in a browser; demo sign-in: users 1-4)
-  API       %s
-  internal  %s  (/metrics, /api/health)
-  files     %s  (logs: app*.log, mariadb.err, nginx-*.log)
-  database  mariadb --no-defaults -S %s -uroot tickets
-
-Demo users: 1 and 2 premium, 3 premium expired, 4 never premium.
-Demo events: 1 free, 2 free (quota 100), 3 free (quota 2), 4 not free,
-5 already started, 6 sold out. Tokens valid 24 h (also in .run/tokens.env):
-
-%s
-
-Try (paste the T1..T4 lines above first):
-  curl -s %s/api/events
-  curl -s -i -X POST -H "Authorization: Bearer $T1" %s/api/events/1/participation   # 201, created
-  curl -s -i -X POST -H "Authorization: Bearer $T1" %s/api/events/1/participation   # 200, same ticket
-  curl -s -H "Authorization: Bearer $T1" %s/api/events/1/participation              # your ticket
-  curl -s -i -X POST -H "Authorization: Bearer $T4" %s/api/events/1/participation   # 403 not_premium
-  curl -s %s/metrics
-
-Ctrl-C stops everything.""" % (
-        stack.timings.get("total", 0), u, u, stack.internal_url, run_dir,
-        stack.db_socket, "\n".join("T%d='%s'" % kv for kv in tokens.items()),
-        u, u, u, u, u, stack.internal_url), flush=True)
-
-    rc = 0
-    while not stop.wait(0.5):
-        dead = [("mariadbd", stack.db_proc, stack.path("mariadb.err"))]
-        dead += [("nginx", stack.nginx_proc, stack.path("nginx-error.log"))]
-        dead += [("app %d" % i.index, i.proc, i.log_path) for i in stack.instances]
-        dead = [d for d in dead if d[1] is not None and d[1].poll() is not None]
-        if dead:
-            for name, proc, log in dead:
-                sys.stderr.write("\n%s exited unexpectedly (status %s); last "
-                                 "lines of %s:\n%s\n" % (name, proc.returncode,
-                                                         log, _tail(log)))
-            rc = 1
-            break
-    print("\nstopping ...", flush=True)
-    stack.stop()
-    try:
-        os.unlink(state_file)
-    except OSError:
-        pass
-    print("stopped (%.1f s); logs are in %s" % (stack.timings.get("stop", 0),
-                                                run_dir))
-    return rc
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd")
-    r = sub.add_parser("run", help="start the stack with demo data under "
-                       ".run/ until Ctrl-C (make run)")
-    r.add_argument("--port", type=int, default=8080, help="public port "
-                   "(127.0.0.1; default 8080)")
-    r.add_argument("--internal-port", type=int, default=None,
-                   help="port for /metrics and /api/health (default port+1)")
-    r.add_argument("--instances", type=int, default=2,
-                   help="app instances behind nginx (default 2)")
-    r.add_argument("--bin", default=None, help="app binary (default "
-                   "$TICKETS_BIN or build/tickets-fcgi)")
-    args = p.parse_args(argv)
-    if args.cmd != "run":
-        p.print_help()
-        return 2
-    return _run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

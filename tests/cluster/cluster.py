@@ -132,7 +132,7 @@ def remove_stale():
     for line in _ip("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.match(r"^%s(\d+)-[a-z0-9]+$" % NS_PREFIX, name)
-        if not m or _stack._alive(int(m.group(1))):
+        if not m or _stack.pid_alive(int(m.group(1))):
             continue
         _kill_netns_pids(name)
         _ip("netns", "del", name, check=False)
@@ -644,7 +644,7 @@ http {
             p = self.path(name)
             if os.path.exists(p):
                 out.write("----- %s (last %d lines)\n%s\n"
-                          % (p, lines, _stack._tail(p, lines)))
+                          % (p, lines, _stack.tail_file(p, lines)))
 
 
 @contextlib.contextmanager

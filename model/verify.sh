@@ -1,12 +1,12 @@
 #!/bin/sh
-# docs/model/verify.sh: model-check the claim protocol (docs/model/claim.pml)
-# with spin.  See docs/PROTOCOL.md for what the model is and what it shows.
+# model/verify.sh: model-check the claim protocol (model/claim.pml) with
+# spin.  See docs/PROTOCOL.md for what the model is and what it shows.
 #
-#   docs/model/verify.sh            every check; exit 0 only if the real
-#                                   protocol passes, every variant that must
-#                                   hold holds and every broken one fails
-#   docs/model/verify.sh NAME...    only these checks (names: -l)
-#   docs/model/verify.sh -l         list the checks
+#   model/verify.sh            every check; exit 0 only if the real
+#                              protocol passes, every variant that must
+#                              hold holds and every broken one fails
+#   model/verify.sh NAME...    only these checks (names: -l)
+#   model/verify.sh -l         list the checks
 #
 # Each check: spin -a on claim.pml with the check's -D macros, pan compiled
 # with bounded memory and depth, then
@@ -28,7 +28,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
+root=$(cd "$here/.." && pwd)
 out=${VERIFY_OUT:-$root/build/model}
 jobs=${VERIFY_JOBS:-2}
 memlim=${VERIFY_MEMLIM:-2048}

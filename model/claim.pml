@@ -2,7 +2,7 @@
  * claim.pml: the claim protocol of tickets-fcgi, as fcgi-app/ implements it
  * (tickets.c, db.c, routes.c participation_post/lead, inflight.c,
  * server.c serve_one), for the spin model checker.  docs/PROTOCOL.md walks
- * through it beside the C code, step by step; docs/model/verify.sh runs the
+ * through it beside the C code, step by step; model/verify.sh runs the
  * checks (make verify).
  *
  * Who is in it

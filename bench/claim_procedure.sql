@@ -6,7 +6,7 @@
 -- bench/claimdrv; docs/PERFORMANCE.md has the figures and the change the app
 -- would need. Load it into the tickets database after schema.sql:
 --
---   mariadb tickets < sql/bench_claim_procedure.sql
+--   mariadb tickets < bench/claim_procedure.sql
 --
 -- and give the app's account the right to call it (sql/grants.sql would gain
 -- this line; nothing else: the procedure runs with the caller's rights, SQL
