@@ -4,7 +4,9 @@
  * An entry exists exactly while its key has a leader; it is created by
  * inflight_enter and removed by the inflight_take that finds it empty,
  * both under the same mutex, so a waiter can never be queued on an entry
- * whose leader has already left (the MCSManager#2242 pitfall in the notes).
+ * whose leader has already left (the classic fault of per-key lock maps:
+ * an entry removed while a waiter joins it lets the next caller make a
+ * fresh entry and run beside the first).
  */
 #include "inflight.h"
 

@@ -54,7 +54,7 @@ static const struct route {
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
-/* Outcome -> HTTP, the one table (CONTRACT.md claim table). */
+/* Outcome -> HTTP, the one table (docs/API.md, claim table). */
 static const struct {
     int status;
     const char *error; /* NULL: a ticket body */

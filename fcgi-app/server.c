@@ -1,7 +1,7 @@
 /*
  * server.c: a fixed pool of worker threads serving one FastCGI socket.
  *
- * Design notes (see ../shared/notes, libfcgi section):
+ * Design notes:
  * - Every worker calls FCGX_Accept_r on the shared socket with no mutex:
  *   Linux accept() is thread-safe, and libfcgi's example mutex would also
  *   cover the params read, so one slow peer would stall the process.

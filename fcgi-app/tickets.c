@@ -1,7 +1,7 @@
 /*
  * tickets.c: the claim protocol.
  *
- * Two guards, both required (CONTRACT.md):
+ * Two guards, both required (docs/API.md, "The two guards"):
  *   1. GET_LOCK('<prefix><user_id>') around the check-and-write of a claim
  *      serialises one user's claims across every thread and instance that
  *      share the database;

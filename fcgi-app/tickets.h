@@ -14,7 +14,7 @@
 
 #include "db.h"
 
-/* In the contract's order of checks (CONTRACT.md, claim table rows 3-10). */
+/* In the contract's order of checks (docs/API.md, claim table rows 3-10). */
 enum claim_outcome {
     CLAIM_EVENT_NOT_FOUND, /* row 3: 404 */
     CLAIM_EXISTING,        /* row 4: 200, the ticket the user holds */
