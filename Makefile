@@ -1,7 +1,8 @@
 # tickets-fcgi: plain GNU make. Everything it builds goes to build/.
 #
 #   make                    build/tickets-fcgi
-#   make test               unit tests, then integration tests (real MariaDB, nginx, spawn-fcgi)
+#   make test               the docs' paths, unit tests, integration tests (real MariaDB,
+#                           nginx, spawn-fcgi), the benchmark's smoke
 #   make run                the whole stack on http://127.0.0.1:8080 (Ctrl-C stops it)
 #   make SANITIZE=address,undefined   an instrumented build in build/address,undefined/
 #   make WERROR=            keep warnings as warnings
@@ -59,7 +60,7 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
 .PHONY: all test unit integration run install uninstall clean format install-deps \
-	sanitize-test test-browser test-cluster test-install bench bench-smoke \
+	check-docs sanitize-test test-browser test-cluster test-install bench bench-smoke \
 	test-faults fuzz verify
 
 all: $(BUILD)/tickets-fcgi
@@ -87,9 +88,14 @@ install-deps:
 # test and run install missing Debian packages first (as root), then build.
 test:
 	$(Q)scripts/install-deps.sh
+	$(Q)$(MAKE) --no-print-directory check-docs
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory bench-smoke
+
+# Every path the README and docs/ name exists (links, anchors, code spans).
+check-docs:
+	$(Q)$(PYTHON) tests/docs/check_paths.py
 
 unit: $(UNIT_BINS)
 	$(Q)failed=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || failed=1; done; \
