@@ -57,6 +57,17 @@ static const struct option_def options[] = {
      OFF(lock_prefix), 0, 0, "named lock prefix; the user id follows it"},
     {"listen", "TICKETS_LISTEN", NULL, OPT_STRING, OFF(listen), 0, 0,
      "unix:/path or host:port to listen on (unset: the socket on fd 0)"},
+    {"max-conns", "TICKETS_MAX_CONNS", "4096", OPT_LONG, OFF(max_conns), 16,
+     1000000, "open connections from the front, at most (idle kept ones "
+              "are closed first when a new one needs room)"},
+    {"read-timeout", "TICKETS_READ_TIMEOUT", "10", OPT_SECONDS,
+     OFF(read_timeout_us), 1, 3600,
+     "seconds a request may take to arrive whole (and a response to be "
+     "taken); then the connection is closed"},
+    {"idle-timeout", "TICKETS_IDLE_TIMEOUT", "0", OPT_SECONDS,
+     OFF(idle_timeout_us), 0, 86400,
+     "seconds a kept connection may stay idle (0: until the front closes "
+     "it); keep the front's keepalive timeout below it"},
     {"config", "TICKETS_CONFIG", NULL, OPT_STRING, OFF(config_file), 0, 0,
      "file of KEY=VALUE lines with the variables above (the environment "
      "and flags win over it)"},

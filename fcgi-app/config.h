@@ -33,6 +33,9 @@ struct config {
     int64_t db_timeout_us;   /* connect/read/write timeouts on top of it */
     char *lock_prefix;
     char *listen;           /* NULL: serve the socket on fd 0 */
+    long max_conns;         /* open connections from the front, at most */
+    int64_t read_timeout_us; /* a request must arrive whole within it */
+    int64_t idle_timeout_us; /* kept idle connections; 0: no limit */
     bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing */
     char *config_file;      /* --config / TICKETS_CONFIG, or NULL */
     bool check_only;        /* --check-config: check, then exit */

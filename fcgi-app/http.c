@@ -1,11 +1,19 @@
 /*
  * http.c: the FastCGI side of a request (libfcgi's thread-safe FCGX_* API).
  *
+ * libfcgi reads and writes; the connection layer (conn.c) accepts and owns
+ * idle connections.  The two meet through FCGX_Request.ipcFd: a connection
+ * handed over is put there before FCGX_Accept_r, which then reads from it
+ * as from a connection kept from an earlier request, and taken out again
+ * after FCGX_Finish_r.  libfcgi's own accept is never used: its listening
+ * socket is one on which accept() fails at once (conn_dead_socket), which is
+ * where FCGX_Accept_r ends up after closing a connection that carried no
+ * valid request.
+ *
  * The body is read to EOF even when it is not needed: with
  * fastcgi_keep_conn a leftover STDIN record would break the next request on
- * the connection, and without it nginx has already buffered the body.  At
- * most HTTP_DRAIN_MAX bytes are read, so a raw FastCGI client cannot keep a
- * thread reading forever.
+ * the connection.  At most HTTP_DRAIN_MAX bytes are read; a request with
+ * more is answered and its connection closed.
  */
 #include "http.h"
 
@@ -13,10 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fcgiapp.h>
 
+#include "conn.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -26,9 +35,10 @@
 
 struct http_conn {
     FCGX_Request fcgx;
+    struct conn_layer *layer;
     bool accepted;   /* between http_accept and http_finish */
-    bool unix_socket; /* the listening socket is AF_UNIX: see http_finish */
     bool responded;
+    bool undrained;  /* the body was not read to its end: close after */
     char body[HTTP_BODY_MAX + 1];
     char path[HTTP_PATH_MAX + 1]; /* REQUEST_URI fallback, decoded */
 };
@@ -38,24 +48,15 @@ int http_library_init(void)
     return FCGX_Init() == 0 ? 0 : -1;
 }
 
-static bool is_unix_socket(int fd)
-{
-    struct sockaddr_storage sa;
-    socklen_t len = sizeof(sa);
-
-    return getsockname(fd, (struct sockaddr *)&sa, &len) == 0 &&
-           sa.ss_family == AF_UNIX;
-}
-
-struct http_request *http_request_new(int listen_fd)
+struct http_request *http_request_new(struct conn_layer *l)
 {
     struct http_request *r = calloc(1, sizeof(*r));
 
     if (!r || !(r->conn = calloc(1, sizeof(*r->conn))))
         abort();
-    if (FCGX_InitRequest(&r->conn->fcgx, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0)
+    if (FCGX_InitRequest(&r->conn->fcgx, conn_dead_socket(l), 0) != 0)
         abort();
-    r->conn->unix_socket = is_unix_socket(listen_fd);
+    r->conn->layer = l;
     return r;
 }
 
@@ -122,9 +123,11 @@ static void read_body(struct http_request *r)
         r->body_too_large = true;
         total = HTTP_BODY_MAX;
         /* drain what is left, bounded */
-        while (total < HTTP_DRAIN_MAX &&
-               (n = FCGX_GetStr(scratch, sizeof(scratch), c->fcgx.in)) > 0)
-            total += (size_t)n;
+        while ((n = FCGX_GetStr(scratch, sizeof(scratch), c->fcgx.in)) > 0)
+            if ((total += (size_t)n) >= HTTP_DRAIN_MAX) {
+                c->undrained = true;
+                break;
+            }
         total = HTTP_BODY_MAX;
     }
     /* EOF before the empty FCGI_STDIN record, or an abort: cut short */
@@ -134,24 +137,38 @@ static void read_body(struct http_request *r)
     r->body_len = total;
 }
 
-int http_accept(struct http_request *r)
+int http_accept(struct http_request *r, int fd)
 {
     struct http_conn *c = r->conn;
     char **env;
     const char *uri;
     int rc;
 
+    c->fcgx.ipcFd = fd;
+    /* FCGX_Accept_r first finishes the previous request: keep fd open */
+    c->fcgx.keepConnection = 1;
+    /* if it closes fd (no valid request), at once, without lingering */
+    FCGX_Detach(&c->fcgx);
     rc = FCGX_Accept_r(&c->fcgx);
-    if (rc < 0)
+    if (rc < 0) {
+        if (c->fcgx.ipcFd >= 0) { /* not closed after all */
+            close(c->fcgx.ipcFd);
+            c->fcgx.ipcFd = -1;
+        }
+        metrics_inc(METRIC_fastcgi_errors);
+        conn_closed(c->layer);
         return rc;
+    }
     memset(r, 0, offsetof(struct http_request, conn));
     c->accepted = true;
     c->responded = false;
+    c->undrained = false;
     r->start_us = util_now_us();
     env = c->fcgx.envp;
     r->method = FCGX_GetParam("REQUEST_METHOD", env);
     if (!r->method)
         r->method = "";
+    r->head = strcmp(r->method, "HEAD") == 0;
     r->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
     r->request_id = FCGX_GetParam("REQUEST_ID", env);
     r->path = FCGX_GetParam("DOCUMENT_URI", env);
@@ -209,7 +226,8 @@ static void send_raw(struct http_request *r, int status,
     if (n < 0 || (size_t)n >= sizeof(head))
         abort(); /* the headers are ours and short */
     FCGX_PutStr(head, n, c->fcgx.out);
-    FCGX_PutStr(body, (int)len, c->fcgx.out);
+    if (!r->head) /* RFC 9110 9.3.2; RFC 3875 6.3.3 */
+        FCGX_PutStr(body, (int)len, c->fcgx.out);
 }
 
 void http_send_json(struct http_request *r, int status, json_t *body,
@@ -274,6 +292,8 @@ static void access_log(const struct http_request *r)
 void http_finish(struct http_request *r)
 {
     struct http_conn *c = r->conn;
+    bool keep;
+    int fd;
 
     if (!c->accepted)
         return;
@@ -283,15 +303,21 @@ void http_finish(struct http_request *r)
     access_log(r);
     c->accepted = false;
     /*
-     * libfcgi closes a connection gracefully: shutdown(SHUT_WR), then poll
-     * and read until the web server closes its end, so that a TCP reset
-     * cannot destroy the answer in flight.  A unix socket has no resets (the
-     * answer stays queued at the reader whatever we do), so there that
-     * wait is only a sleep and a wake-up per request: "detached", libfcgi
-     * just close()s.  bench/run measured 15-20 % less app CPU per repeated
-     * claim (docs/PERFORMANCE.md).
+     * Whether the connection stays open is ours to decide, not libfcgi's:
+     * it closes in FCGX_Finish_r only after a stream error (the peer went
+     * away, a write timed out), and then at once.  The front's
+     * FCGI_KEEP_CONN is honoured on every path that reaches here.
      */
-    if (c->unix_socket)
-        FCGX_Detach(&c->fcgx);
+    keep = c->fcgx.keepConnection && !c->undrained;
+    c->fcgx.keepConnection = 1;
+    FCGX_Detach(&c->fcgx);
     FCGX_Finish_r(&c->fcgx);
+    fd = c->fcgx.ipcFd;
+    c->fcgx.ipcFd = -1;
+    if (fd < 0)
+        conn_closed(c->layer);
+    else if (keep)
+        conn_release(c->layer, fd);
+    else
+        conn_close(c->layer, fd);
 }

@@ -1,12 +1,14 @@
 /*
  * http.h: one request as FastCGI hands it over, and its response.
  *
- * http_accept() waits for the next request on the listening socket and
- * parses what the app needs from the params: the method, the path
- * (DOCUMENT_URI, else the path of REQUEST_URI, percent-decoded), the
- * Authorization header and the body (at most HTTP_BODY_MAX bytes are kept;
- * more is remembered as too large).  Strings point into the request and live
- * until http_finish().
+ * http_accept() reads the request waiting on a connection that the
+ * connection layer (conn.h) handed over, and parses what the app needs from
+ * the params: the method, the path (DOCUMENT_URI, else the path of
+ * REQUEST_URI, percent-decoded), the Authorization header and the body (at
+ * most HTTP_BODY_MAX bytes are kept; more is remembered as too large).
+ * Strings point into the request and live until http_finish(), which gives
+ * the connection back to the layer (kept for the front's next request when
+ * it asked for FCGI_KEEP_CONN, else closed).
  *
  * A request is owned by one thread at a time; it may be handed to another
  * (a parked claim is answered by its leader), never shared.
@@ -37,6 +39,7 @@ struct http_request {
     bool bad_path;             /* the path could not be decoded */
     bool incomplete;           /* the input ended in an error (peer gone,
                                 * FCGI_ABORT_REQUEST): not a whole request */
+    bool head;                 /* HEAD: the answer goes without its body */
     /* filled in by the handlers, for the log line */
     int64_t user_id;           /* 0: unknown */
     int64_t event_id;          /* 0: unknown */
@@ -50,15 +53,19 @@ struct http_request {
 /* Once in main, before any thread: FCGX_Init. 0 or -1. */
 int http_library_init(void);
 
-/* A request bound to the listening socket fd; aborts when out of memory. */
-struct http_request *http_request_new(int listen_fd);
+struct conn_layer;
+
+/* A request of the connection layer l; aborts when out of memory. */
+struct http_request *http_request_new(struct conn_layer *l);
+/* Finish r if it was not, then free it. */
 void http_request_free(struct http_request *r);
 
 /*
- * Wait for and read the next request.  0 on success, or a negative errno
- * from FCGX_Accept_r (the caller decides whether to stop or retry).
+ * Read the request waiting on fd, a connection the layer handed over, which
+ * r now owns.  0 on success; a negative errno from FCGX_Accept_r when fd
+ * held no valid request, in which case it was closed.
  */
-int http_accept(struct http_request *r);
+int http_accept(struct http_request *r, int fd);
 
 /*
  * Send a response.  status is the HTTP status; body is taken (its reference
@@ -74,8 +81,9 @@ void http_send_text(struct http_request *r, int status,
                     const char *content_type, const char *text);
 
 /*
- * End the request: flush, close the connection, write the access log line.
- * Calling it again does nothing until the next http_accept().
+ * End the request: flush, write the access log line, and give the
+ * connection back to the layer (kept or closed, see above).  Calling it
+ * again does nothing until the next http_accept().
  */
 void http_finish(struct http_request *r);
 

@@ -6,9 +6,9 @@
  *
  * Signals are blocked in every thread before any starts (threads inherit
  * the mask), and the main thread takes them with sigwait(): libfcgi's own
- * SIGTERM handler would only set a flag that no blocked accept() ever sees.
- * SIGUSR1 stays deliverable in the workers: server_stop() uses it to
- * interrupt their accept().
+ * SIGTERM handler would only set a flag.  SIGUSR1 gets a handler that does
+ * nothing, installed before FCGX_Init so that libfcgi keeps its own (which
+ * would mark the library as shutting down) out.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,7 +33,7 @@
 
 static void on_usr1(int sig)
 {
-    (void)sig; /* only here to interrupt accept() with EINTR */
+    (void)sig; /* see above: only here so that libfcgi's is not */
 }
 
 /* Refuse to take over a unix socket a live process still serves. */
@@ -159,7 +159,7 @@ static void setup_signals(sigset_t *waited)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL); /* a peer gone mid-write is EPIPE */
-    sa.sa_handler = on_usr1;       /* no SA_RESTART: accept() gets EINTR */
+    sa.sa_handler = on_usr1;
     sigaction(SIGUSR1, &sa, NULL);
     sigemptyset(waited);
     sigaddset(waited, SIGTERM);

@@ -28,7 +28,7 @@ static const int64_t wait_bounds_us[] = {1000,   5000,   10000,   50000,
 static atomic_ullong wait_buckets[NBOUNDS + 1];
 static atomic_ullong wait_sum_us;
 
-static atomic_long busy_threads, parked, threads;
+static atomic_long busy_threads, parked, threads, conns_open, conns_idle;
 
 void metrics_inc(enum metrics_counter c)
 {
@@ -79,6 +79,12 @@ void metrics_parked(int delta)
 void metrics_set_threads(long n)
 {
     atomic_store(&threads, n);
+}
+
+void metrics_set_connections(long open, long idle)
+{
+    atomic_store_explicit(&conns_open, open, memory_order_relaxed);
+    atomic_store_explicit(&conns_idle, idle, memory_order_relaxed);
 }
 
 static unsigned long long get(atomic_ullong *a)
@@ -182,10 +188,19 @@ char *metrics_render(void)
             "# HELP tickets_inflight_requests Requests being served or "
             "parked\n"
             "# TYPE tickets_inflight_requests gauge\n"
-            "tickets_inflight_requests %ld\n",
+            "tickets_inflight_requests %ld\n"
+            "# HELP tickets_connections_open Connections open from the "
+            "front (served, parked, arriving or idle)\n"
+            "# TYPE tickets_connections_open gauge\n"
+            "tickets_connections_open %ld\n"
+            "# HELP tickets_connections_idle Kept connections waiting for "
+            "the front's next request\n"
+            "# TYPE tickets_connections_idle gauge\n"
+            "tickets_connections_idle %ld\n",
         atomic_load(&threads), atomic_load(&busy_threads),
         atomic_load(&threads) - atomic_load(&busy_threads),
         atomic_load(&parked),
-        atomic_load(&busy_threads) + atomic_load(&parked));
+        atomic_load(&busy_threads) + atomic_load(&parked),
+        atomic_load(&conns_open), atomic_load(&conns_idle));
     return b.p;
 }

@@ -23,7 +23,19 @@
       "Claims answered from a concurrent claim of the same user in this "     \
       "process")                                                              \
     X(accept_errors, "tickets_accept_errors_total",                           \
-      "Failed FastCGI accepts (retried after a pause)")
+      "Failed accepts of new connections (retried after a pause)")            \
+    X(connections_accepted, "tickets_connections_accepted_total",             \
+      "Connections accepted from the front")                                  \
+    X(connections_refused, "tickets_connections_refused_total",               \
+      "Connections closed at once: peer not in FCGI_WEB_SERVER_ADDRS")        \
+    X(read_timeouts, "tickets_connection_read_timeouts_total",                \
+      "Connections closed because a request did not arrive whole within "     \
+      "TICKETS_READ_TIMEOUT")                                                 \
+    X(connection_limit, "tickets_connection_limit_reached_total",             \
+      "New connections that found TICKETS_MAX_CONNS open (an idle one was "   \
+      "closed for each, or accepting paused)")                                \
+    X(fastcgi_errors, "tickets_fastcgi_errors_total",                         \
+      "Connections closed because they carried no valid FastCGI request")
 
 /* Claim outcomes, in contract order: X(outcome name). */
 #define METRICS_OUTCOMES(X)                                                   \
@@ -68,6 +80,8 @@ void metrics_lock_wait(int64_t us);
 void metrics_busy(int delta);
 void metrics_parked(int delta);
 void metrics_set_threads(long n);
+/* Gauges of the connection layer: open connections, idle kept ones. */
+void metrics_set_connections(long open, long idle);
 
 /*
  * Render all metrics in the Prometheus text exposition format.

@@ -4,7 +4,8 @@
  *
  * Each input is turned into one FastCGI request (BEGIN_REQUEST, PARAMS,
  * STDIN records, as nginx sends them) and written to a real unix socket;
- * the app's own code takes it from there: libfcgi's FCGX_Accept_r and
+ * the app's own code takes it from there: the connection layer (conn.c:
+ * accept, the peek for a whole request), libfcgi's FCGX_Accept_r and
  * http_accept (params, DOCUMENT_URI / REQUEST_URI fallback with
  * decode_path, the body and its 4 KiB limit), routes_dispatch (route table,
  * 404/405, auth_verify, util_parse_id, the JSON body check), tickets_claim
@@ -19,6 +20,7 @@
  *     with the harness's secret, so that claims get past row 1.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@
 #include <openssl/hmac.h>
 
 #include "config.h"
+#include "conn.h"
 #include "db.h"
 #include "http.h"
 #include "routes.h"
@@ -45,6 +48,7 @@ static int listen_fd = -1;
 static struct config cfg;
 static struct http_request *req;
 static struct db *db;
+static struct conn_layer *conns;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
@@ -76,8 +80,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.lock_timeout_us = 1000000;
     cfg.db_timeout_us = 1000000;
     cfg.threads = 1;
+    cfg.max_conns = 16;
+    cfg.read_timeout_us = 1000000;
     db = db_new(&cfg);
-    req = http_request_new(listen_fd);
+    conns = conn_start(&cfg, listen_fd, 1);
+    if (!conns)
+        abort();
+    req = http_request_new(conns);
     return 0;
 }
 
@@ -193,7 +202,8 @@ static void check_id(const char *s, size_t n)
     }
 }
 
-static void check_response(const unsigned char *d, size_t n)
+/* A HEAD answer has the headers of the GET answer and no body. */
+static void check_response(const unsigned char *d, size_t n, bool head_only)
 {
     struct buf out = {0};
     const char *head, *body, *p;
@@ -229,6 +239,14 @@ static void check_response(const unsigned char *d, size_t n)
         abort();
     }
     body += 4;
+    if (head_only) {
+        if (*body) {
+            fprintf(stderr, "a body for HEAD: %.300s\n", body);
+            abort();
+        }
+        free(out.p);
+        return;
+    }
     p = strstr(head, "Content-Type: application/json");
     if (p && p < body) {
         doc = json_loads(body, 0, NULL);
@@ -253,6 +271,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     unsigned char tmp[65536];
     int fd;
     ssize_t got;
+    bool head_only;
 
     if (size > FUZZ_MAX_INPUT)
         return 0;
@@ -304,12 +323,13 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         abort();
     }
     shutdown(fd, SHUT_WR);
-    if (http_accept(req) != 0) {
+    if (http_accept(req, conn_next(conns)) != 0) {
         fprintf(stderr, "http_accept failed on a well-formed request\n");
         abort();
     }
     if (req->path)
         check_id(req->path, strlen(req->path));
+    head_only = req->head;
     if (routes_dispatch(&ctx, req) == ROUTE_PARKED) {
         fprintf(stderr, "parked with nobody to lead\n");
         abort();
@@ -322,7 +342,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     while ((got = read(fd, tmp, sizeof(tmp))) > 0)
         put(&resp, tmp, (size_t)got);
     close(fd);
-    check_response(resp.p, resp.len);
+    check_response(resp.p, resp.len, head_only);
     free(resp.p);
     free(params.p);
     free(stream.p);

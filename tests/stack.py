@@ -62,6 +62,9 @@ DB_TIME_ZONE = os.environ.get("TICKETS_TEST_DB_TZ", "+02:00")
 # Environment of the app instances under test (the contract's defaults
 # otherwise). `make run` leaves them to the app.
 TEST_APP_ENV = {"TICKETS_THREADS": "8", "TICKETS_LOCK_TIMEOUT": "1"}
+# nginx/tickets.conf's `keepalive` in the upstream (with fastcgi_keep_conn
+# on in snippets/tickets-fastcgi.conf): the test stack runs as shipped.
+UPSTREAM_KEEPALIVE = 16
 WEB_ROOT = os.path.join(ROOT, "web")
 PHP_ROOT = os.path.join(ROOT, "examples", "php")
 # The users of sql/demo.sql, as the demo sign-in of `make run` lists them.
@@ -75,10 +78,15 @@ DEMO_USERS = [
 
 def install_datadir(datadir, log_path):
     """Create a MariaDB data directory (root with an empty password, no
-    test database); StackError with the log's tail if it fails."""
+    test database); StackError with the log's tail if it fails. Its
+    temporary files go to datadir + "-tmp", not to the shared /tmp, where
+    the bootstrap of concurrent runs was seen to lose its temporary tables
+    ("Could not remove temporary table", then ERROR 1051)."""
+    tmpdir = datadir.rstrip("/") + "-tmp"
+    os.makedirs(tmpdir, exist_ok=True)
     cmd = ["mariadb-install-db", "--no-defaults",
            "--auth-root-authentication-method=normal",
-           "--skip-test-db", "--datadir=" + datadir]
+           "--skip-test-db", "--datadir=" + datadir, "--tmpdir=" + tmpdir]
     if os.geteuid() == 0:
         cmd.append("--user=root")
     with open(log_path, "wb") as log:
@@ -385,49 +393,61 @@ def _fcgi_pair(name, value):
     return out + name + value
 
 
-def fcgi_exchange(address, params, body=b"", timeout=10):
-    """Send one FastCGI request (BEGIN_REQUEST, the params as given, the
-    body) to `address`, a unix socket path or (host, port), and return the
-    responder's stdout bytes.  StackError if the connection closes before
-    FCGI_END_REQUEST."""
-    payload = _fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0))
+def _fcgi_payload(params, body=b"", keep_conn=False):
+    """The records of one request as nginx sends them (request id 1)."""
+    payload = _fcgi_record(FCGI_BEGIN_REQUEST,
+                           struct.pack("!HB5x", 1, 1 if keep_conn else 0))
     payload += _fcgi_record(FCGI_PARAMS, b"".join(
         _fcgi_pair(k, v) for k, v in params.items()))
     payload += _fcgi_record(FCGI_PARAMS, b"")
     if body:
         payload += _fcgi_record(FCGI_STDIN, body)
-    payload += _fcgi_record(FCGI_STDIN, b"")
+    return payload + _fcgi_record(FCGI_STDIN, b"")
+
+
+def _fcgi_read_response(s):
+    """Read records from socket s up to FCGI_END_REQUEST; the stdout bytes.
+    StackError if the connection closes before it."""
+    buf, stdout = b"", b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            raise StackError("connection closed before FCGI_END_REQUEST")
+        buf += data
+        while len(buf) >= 8:
+            _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
+            if len(buf) < 8 + clen + plen:
+                break
+            content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
+            if rtype == FCGI_STDOUT:
+                stdout += content
+            elif rtype == FCGI_END_REQUEST:
+                return stdout
+
+
+def _fcgi_socket(address, timeout):
     fam = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
+    return s
+
+
+def fcgi_exchange(address, params, body=b"", timeout=10):
+    """Send one FastCGI request (BEGIN_REQUEST, the params as given, the
+    body) to `address`, a unix socket path or (host, port), and return the
+    responder's stdout bytes.  StackError if the connection closes before
+    FCGI_END_REQUEST."""
+    s = _fcgi_socket(address, timeout)
     try:
         s.connect(address)
-        s.sendall(payload)
-        buf, stdout, ended = b"", b"", False
-        while not ended:
-            data = s.recv(65536)
-            if not data:
-                break
-            buf += data
-            while len(buf) >= 8:
-                _, rtype, _, clen, plen = struct.unpack("!BBHHBx", buf[:8])
-                if len(buf) < 8 + clen + plen:
-                    break
-                content, buf = buf[8:8 + clen], buf[8 + clen + plen:]
-                if rtype == FCGI_STDOUT:
-                    stdout += content
-                elif rtype == FCGI_END_REQUEST:
-                    ended = True
+        s.sendall(_fcgi_payload(params, body))
+        return _fcgi_read_response(s)
     finally:
         s.close()
-    if not ended:
-        raise StackError("connection closed before FCGI_END_REQUEST")
-    return stdout
 
 
-def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
-    """Send one request to a FastCGI responder the way nginx would, without
-    keep-alive. Returns Resp (status from the CGI Status header)."""
+def _fcgi_params(method, path, headers=None, body=b""):
+    """The params nginx's fastcgi_params would send for this request."""
     uri, _, query = path.partition("?")
     params = {
         "QUERY_STRING": query, "REQUEST_METHOD": method,
@@ -443,17 +463,17 @@ def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
     }
     for k, v in (headers or {}).items():
         params["HTTP_" + k.upper().replace("-", "_")] = v
-    try:
-        stdout = fcgi_exchange(sock_path, params, body, timeout)
-    except StackError as e:
-        raise StackError("FastCGI %s %s on %s: %s" % (method, path, sock_path, e))
-    # CGI response: header lines, an empty line, the body (nginx accepts LF
-    # or CRLF line ends; without the empty line it answers 502)
+    return params
+
+
+def _cgi_response(stdout, what):
+    """Resp from a CGI response: header lines, an empty line, the body
+    (nginx accepts LF or CRLF line ends; without the empty line it answers
+    502)."""
     m = re.search(b"\r?\n\r?\n", stdout)
     if not m:
-        raise MalformedResponse("FastCGI %s %s on %s: malformed response, no empty "
-                         "line after the headers: %r" % (method, path,
-                                                         sock_path, stdout[:300]))
+        raise MalformedResponse("%s: malformed response, no empty line after "
+                                "the headers: %r" % (what, stdout[:300]))
     head, resp_body = stdout[:m.start()], stdout[m.end():]
     status, reason, hdrs = 200, "OK", {}
     for line in re.split(r"\r?\n", head.decode("latin-1")):
@@ -465,6 +485,64 @@ def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
         elif k:
             hdrs[k] = hdrs[k] + ", " + v if k in hdrs else v
     return Resp(status, hdrs, resp_body, reason)
+
+
+def fcgi_request(sock_path, method, path, headers=None, body=b"", timeout=10):
+    """Send one request to a FastCGI responder the way nginx would, without
+    keep-alive. Returns Resp (status from the CGI Status header)."""
+    what = "FastCGI %s %s on %s" % (method, path, sock_path)
+    try:
+        stdout = fcgi_exchange(sock_path, _fcgi_params(method, path, headers,
+                                                       body), body, timeout)
+    except StackError as e:
+        raise StackError("%s: %s" % (what, e))
+    return _cgi_response(stdout, what)
+
+
+class FcgiConnection(object):
+    """One FastCGI connection kept open across requests, as nginx with
+    `keepalive` and `fastcgi_keep_conn on` uses it: every request carries
+    FCGI_KEEP_CONN, and the app must leave the connection open after its
+    answer. request() raises StackError if the app closed it instead."""
+
+    def __init__(self, address, timeout=10):
+        self.address = address
+        self.sock = _fcgi_socket(address, timeout)
+        self.sock.connect(address)
+
+    def request(self, method, path, headers=None, body=b""):
+        what = "FastCGI %s %s on a kept connection to %s" % (
+            method, path, self.address)
+        self.sock.sendall(_fcgi_payload(_fcgi_params(method, path, headers,
+                                                     body), body, True))
+        try:
+            return _cgi_response(_fcgi_read_response(self.sock), what)
+        except StackError as e:
+            raise StackError("%s: %s" % (what, e))
+
+    def send(self, data):
+        """Raw bytes on the connection (a request in parts, a stall)."""
+        self.sock.sendall(data)
+
+    def request_bytes(self, method, path, headers=None, body=b""):
+        """The bytes of a keep-alive request, to send in parts."""
+        return _fcgi_payload(_fcgi_params(method, path, headers, body), body,
+                             True)
+
+    def closed_by_peer(self, timeout):
+        """True when the app closes the connection within timeout s."""
+        self.sock.settimeout(timeout)
+        try:
+            while self.sock.recv(65536):
+                pass
+            return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        self.sock.close()
 
 
 # ---------------------------------------------------------------------------
@@ -537,9 +615,20 @@ class AppInstance(object):
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def tcp(self):
+        """True when .socket is a (host, port) pair, not a unix path."""
+        return isinstance(self.socket, tuple)
+
+    @property
+    def upstream(self):
+        """The address as nginx's `server` directive writes it."""
+        return ("%s:%d" % self.socket if self.tcp else "unix:" + self.socket)
+
     def start(self):
-        cmd = ["spawn-fcgi", "-n", "-s", self.socket, "-M", "0660",
-               "-b", "1024", "--", self.bin]
+        where = (["-a", self.socket[0], "-p", str(self.socket[1])] if self.tcp
+                 else ["-s", self.socket, "-M", "0660"])
+        cmd = ["spawn-fcgi", "-n"] + where + ["-b", "1024", "--", self.bin]
         with open(self.log_path, "ab") as log:
             log.write(("--- %s start: %s\n" % (
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -548,7 +637,7 @@ class AppInstance(object):
             log.flush()
             self.proc = subprocess.Popen(
                 _guarded(cmd), env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=log, cwd=os.path.dirname(self.socket),
+                stderr=log, cwd=os.path.dirname(self.log_path),
                 start_new_session=True)
         self.stopped = False
 
@@ -589,7 +678,7 @@ class Stack(object):
 
     def __init__(self, dir=None, instances=2, app_bin=None, app_env=None,
                  port=None, internal_port=None, demo=False, keep=False,
-                 quiet=False, web=False, php=False):
+                 quiet=False, web=False, php=False, keepalive=None, tcp=False):
         self.dir = os.path.abspath(dir) if dir else None
         self.own_dir = dir is None
         self.default_count = instances
@@ -605,6 +694,10 @@ class Stack(object):
         self.web = web        # serve web/ at / (and /demo/tokens.json if demo)
         self.php = php        # php-fpm with examples/php/ at /php/
         self.php_proc = None
+        # nginx `keepalive N` (idle kept connections per nginx worker) in
+        # the upstream; 0: none. The shipped default unless given.
+        self.keepalive = UPSTREAM_KEEPALIVE if keepalive is None else keepalive
+        self.tcp = tcp        # app instances on 127.0.0.1 TCP ports
         self.keep = keep
         self.quiet = quiet
         self.attached = False
@@ -802,6 +895,7 @@ class Stack(object):
     def _db_cmd(self):
         cmd = ["mariadbd", "--no-defaults",
                "--datadir=" + self.path("db"),
+               "--tmpdir=" + self.path("db-tmp"),
                "--socket=" + self.path("mysql.sock"),
                "--pid-file=" + self.path("mariadb.pid"),
                "--log-error=" + self.path("mariadb.err"),
@@ -918,8 +1012,10 @@ class Stack(object):
         env = self._app_env()
         self.instances = []
         for i in range(count):
-            inst = AppInstance(i, self.path("app%d.sock" % i),
-                               self.path("app%d.log" % i), self.app_bin, env)
+            addr = (("127.0.0.1", _free_port()) if self.tcp
+                    else self.path("app%d.sock" % i))
+            inst = AppInstance(i, addr, self.path("app%d.log" % i),
+                               self.app_bin, env)
             self.instances.append(inst)
             inst.start()
         for inst in self.instances:
@@ -1003,8 +1099,10 @@ class Stack(object):
         with open(os.path.join(ROOT, "nginx", "nginx.conf.in")) as f:
             conf = f.read()
         servers = "\n        ".join(
-            "server unix:%s max_fails=1 fail_timeout=2s;" % i.socket
+            "server %s max_fails=1 fail_timeout=2s;" % i.upstream
             for i in self.instances)
+        if self.keepalive:
+            servers += "\n        keepalive %d;" % self.keepalive
         values = {
             "PREFIX": self.dir,
             "USER": pwd.getpwuid(os.geteuid()).pw_name,

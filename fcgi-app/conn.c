@@ -1,0 +1,672 @@
+/*
+ * conn.c: the connection layer (conn.h): one epoll loop thread that owns
+ * every connection no worker is serving, and a queue of connections that
+ * hold a whole request.
+ *
+ * Every open connection is in exactly one place: watched by the loop (a
+ * slot in one of its lists: arriving, idle, closing), in the ready queue,
+ * or with a worker (served, or parked behind a claim of the same user).
+ * `open` counts them all.  The loop and the workers share one mutex; it is
+ * held for list and queue updates and for a peek at a socket, never while
+ * waiting.  Connections are registered edge-triggered, so a request that
+ * is still arriving wakes the loop once per new segment, not in a spin.
+ *
+ * A connection the front asked us to close (no FCGI_KEEP_CONN) is closed
+ * the way libfcgi and nginx do it, lingering: shut down our sending side,
+ * then read and drop what the peer still sends until it closes or
+ * LINGER_US pass, so that a TCP reset cannot destroy the answer in flight.
+ * Here the loop does the waiting, not a worker.  A unix socket has no
+ * resets: it is just closed.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fastcgi.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+/* nginx sends a request's params in one record of at most 64 KiB. */
+#define PEEK_WINDOW (64 * 1024 + 2 * FCGI_HEADER_LEN)
+#define EVENTS_MAX 256
+#define ACCEPT_BATCH 64        /* accepts per wake-up, then other events */
+#define ACCEPT_PAUSE_US 100000 /* after EMFILE and the like */
+#define LINGER_US 2000000      /* libfcgi's LIBFCGI_OS_CLOSE_POLL_TIMEOUT */
+#define LIMIT_LOG_US 60000000  /* one "limit reached" line a minute */
+#define FD_RESERVE 64          /* descriptors besides connections and DB */
+#define ADDRS_MAX 32
+#define TICK_MS 1000           /* the longest sleep of the loop */
+
+enum slot_state { SLOT_FREE, SLOT_ARRIVING, SLOT_IDLE, SLOT_CLOSING };
+
+struct slot {
+    int64_t since_us; /* entered its state: deadlines count from here */
+    int prev, next;   /* neighbours in the list of its state; -1 ends */
+    unsigned char state;
+};
+
+/* Oldest first: entries are appended with since_us = now. */
+struct fd_list {
+    int head, tail;
+    long n;
+};
+
+struct conn_layer {
+    pthread_mutex_t mu; /* guards everything below but the constants */
+    pthread_cond_t ready_cv;
+    pthread_t thread;
+    int epfd, wakefd, listen_fd, dead_fd;
+    bool unix_listener;
+    long max_conns;
+    int64_t read_timeout_us, idle_timeout_us;
+    struct in6_addr allowed[ADDRS_MAX]; /* IPv4 as ::ffff:a.b.c.d */
+    int nallowed;
+
+    struct slot *slots; /* indexed by descriptor */
+    int nslots;
+    struct fd_list lists[SLOT_CLOSING + 1]; /* by state; [SLOT_FREE] unused */
+    int *ready;         /* ring of descriptors holding a whole request */
+    long ready_cap, ready_head, ready_n;
+    long open;
+    bool listening;     /* listen_fd is in the epoll set */
+    int64_t resume_us;  /* accepting paused until then (0: not for time) */
+    int64_t limit_logged_us;
+    bool stopping, exiting;
+    unsigned char window[PEEK_WINDOW]; /* the loop thread's peek buffer */
+};
+
+enum conn_scan conn_scan_request(const unsigned char *buf, size_t len,
+                                 size_t window)
+{
+    size_t pos = 0;
+
+    while (len - pos >= FCGI_HEADER_LEN) {
+        const unsigned char *h = buf + pos;
+        size_t content = (size_t)h[4] << 8 | h[5];
+        size_t record = FCGI_HEADER_LEN + content + h[6];
+        unsigned id = (unsigned)h[2] << 8 | h[3];
+
+        if (h[0] != FCGI_VERSION_1 || h[1] == FCGI_ABORT_REQUEST)
+            return CONN_SCAN_HANDOVER;
+        if (record > len - pos)
+            break;
+        if (h[1] == FCGI_STDIN && content == 0 && id != 0)
+            return CONN_SCAN_COMPLETE;
+        pos += record;
+    }
+    return len >= window ? CONN_SCAN_HANDOVER : CONN_SCAN_PARTIAL;
+}
+
+static void list_push(struct conn_layer *l, enum slot_state st, int fd)
+{
+    struct fd_list *q = &l->lists[st];
+    struct slot *s = &l->slots[fd];
+
+    s->state = (unsigned char)st;
+    s->since_us = util_now_us();
+    s->prev = q->tail;
+    s->next = -1;
+    if (q->tail >= 0)
+        l->slots[q->tail].next = fd;
+    else
+        q->head = fd;
+    q->tail = fd;
+    q->n++;
+}
+
+static void list_del(struct conn_layer *l, int fd)
+{
+    struct slot *s = &l->slots[fd];
+    struct fd_list *q = &l->lists[s->state];
+
+    if (s->prev >= 0)
+        l->slots[s->prev].next = s->next;
+    else
+        q->head = s->next;
+    if (s->next >= 0)
+        l->slots[s->next].prev = s->prev;
+    else
+        q->tail = s->prev;
+    q->n--;
+    s->state = SLOT_FREE;
+}
+
+static void update_gauges(const struct conn_layer *l)
+{
+    metrics_set_connections(l->open, l->lists[SLOT_IDLE].n);
+}
+
+static void set_listening(struct conn_layer *l, bool on)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                             .data.fd = l->listen_fd};
+
+    if (on == l->listening)
+        return;
+    if (epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, l->listen_fd,
+                  &ev) < 0) {
+        log_msg(LOG_ERROR, "epoll_ctl() on the listening socket failed: %s",
+                strerror(errno));
+        return;
+    }
+    l->listening = on;
+}
+
+/* A connection went away: accepting may resume. */
+static void forget(struct conn_layer *l)
+{
+    l->open--;
+    if (!l->stopping && !l->resume_us && l->open < l->max_conns)
+        set_listening(l, true);
+    update_gauges(l);
+}
+
+/* Start watching fd, which the loop now owns, in state st. */
+static void watch(struct conn_layer *l, int fd, enum slot_state st)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
+                             .data.fd = fd};
+
+    if (fd >= l->nslots || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        log_msg(LOG_ERROR, "cannot watch connection %d: %s", fd,
+                fd >= l->nslots ? "descriptor out of range" : strerror(errno));
+        close(fd);
+        forget(l);
+        return;
+    }
+    list_push(l, st, fd);
+    update_gauges(l);
+}
+
+static void unwatch(struct conn_layer *l, int fd)
+{
+    list_del(l, fd);
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static void close_watched(struct conn_layer *l, int fd)
+{
+    unwatch(l, fd);
+    close(fd);
+    forget(l);
+}
+
+static void hand_over(struct conn_layer *l, int fd)
+{
+    unwatch(l, fd);
+    l->ready[(l->ready_head + l->ready_n) % l->ready_cap] = fd;
+    l->ready_n++;
+    pthread_cond_signal(&l->ready_cv);
+    update_gauges(l);
+}
+
+/* Read and drop what a lingering peer sends; close at its EOF. */
+static void on_lingering(struct conn_layer *l, int fd)
+{
+    ssize_t n;
+
+    while ((n = recv(fd, l->window, sizeof(l->window), MSG_DONTWAIT)) > 0)
+        ;
+    if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        close_watched(l, fd);
+}
+
+static void on_readable(struct conn_layer *l, int fd, uint32_t events)
+{
+    struct slot *s = &l->slots[fd];
+    ssize_t n;
+
+    if (s->state == SLOT_CLOSING) {
+        on_lingering(l, fd);
+        return;
+    }
+    n = recv(fd, l->window, sizeof(l->window), MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (events & (EPOLLERR | EPOLLHUP))
+            close_watched(l, fd);
+        return;
+    }
+    if (n <= 0) { /* the front closed it, or it broke */
+        close_watched(l, fd);
+        return;
+    }
+    switch (conn_scan_request(l->window, (size_t)n, sizeof(l->window))) {
+    case CONN_SCAN_COMPLETE:
+    case CONN_SCAN_HANDOVER:
+        hand_over(l, fd);
+        return;
+    case CONN_SCAN_PARTIAL:
+        break;
+    }
+    if (events & (EPOLLRDHUP | EPOLLHUP)) { /* no more will come */
+        close_watched(l, fd);
+        return;
+    }
+    if (s->state == SLOT_IDLE) { /* a request began: its clock starts */
+        list_del(l, fd);
+        list_push(l, SLOT_ARRIVING, fd);
+        update_gauges(l);
+    }
+}
+
+static bool peer_allowed(const struct conn_layer *l,
+                         const struct sockaddr_storage *sa)
+{
+    struct in6_addr a;
+    int i;
+
+    if (l->nallowed == 0)
+        return true;
+    if (sa->ss_family == AF_INET) {
+        memset(&a, 0, sizeof(a));
+        a.s6_addr[10] = a.s6_addr[11] = 0xff;
+        memcpy(&a.s6_addr[12],
+               &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+    } else if (sa->ss_family == AF_INET6) {
+        a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    } else {
+        return true; /* a unix socket: its file mode guards it */
+    }
+    for (i = 0; i < l->nallowed; i++)
+        if (memcmp(&a, &l->allowed[i], sizeof(a)) == 0)
+            return true;
+    return false;
+}
+
+static void setup_socket(const struct conn_layer *l, int fd,
+                         const struct sockaddr_storage *sa)
+{
+    struct timeval tv = {.tv_sec = l->read_timeout_us / 1000000,
+                         .tv_usec = l->read_timeout_us % 1000000};
+    int one = 1;
+
+    /* bounds a worker's read of an oversized request and every write */
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    if (sa->ss_family == AF_INET || sa->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+/* At the limit: make room by closing the longest idle kept connection. */
+static bool make_room(struct conn_layer *l, int64_t now)
+{
+    int oldest = l->lists[SLOT_IDLE].head;
+
+    metrics_inc(METRIC_connection_limit);
+    if (now - l->limit_logged_us >= LIMIT_LOG_US || !l->limit_logged_us) {
+        l->limit_logged_us = now;
+        log_msg(LOG_WARN, "connection limit reached (%ld open, "
+                          "TICKETS_MAX_CONNS): %s", l->open,
+                oldest >= 0 ? "closing the longest idle connections"
+                            : "not accepting until one closes");
+    }
+    if (oldest < 0)
+        return false;
+    close_watched(l, oldest);
+    return true;
+}
+
+static void accept_some(struct conn_layer *l)
+{
+    struct sockaddr_storage sa;
+    socklen_t len;
+    int i, fd;
+
+    for (i = 0; i < ACCEPT_BATCH; i++) {
+        if (l->open >= l->max_conns && !make_room(l, util_now_us())) {
+            set_listening(l, false);
+            return;
+        }
+        len = sizeof(sa);
+        fd = accept4(l->listen_fd, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            /* EMFILE, ENFILE, ENOMEM, ...: transient, pause a moment */
+            metrics_inc(METRIC_accept_errors);
+            log_msg(LOG_ERROR, "accept() failed: %s", strerror(errno));
+            set_listening(l, false);
+            l->resume_us = util_now_us() + ACCEPT_PAUSE_US;
+            return;
+        }
+        if (!peer_allowed(l, &sa)) {
+            metrics_inc(METRIC_connections_refused);
+            close(fd);
+            continue;
+        }
+        setup_socket(l, fd, &sa);
+        l->open++;
+        metrics_inc(METRIC_connections_accepted);
+        watch(l, fd, SLOT_ARRIVING);
+    }
+}
+
+/* Close what outstayed its deadline; each list is oldest first. */
+static void sweep(struct conn_layer *l, int64_t now)
+{
+    int fd;
+
+    while ((fd = l->lists[SLOT_ARRIVING].head) >= 0 &&
+           now - l->slots[fd].since_us >= l->read_timeout_us) {
+        metrics_inc(METRIC_read_timeouts);
+        close_watched(l, fd);
+    }
+    while ((fd = l->lists[SLOT_CLOSING].head) >= 0 &&
+           now - l->slots[fd].since_us >= LINGER_US)
+        close_watched(l, fd);
+    while (l->idle_timeout_us && (fd = l->lists[SLOT_IDLE].head) >= 0 &&
+           now - l->slots[fd].since_us >= l->idle_timeout_us)
+        close_watched(l, fd);
+    if (l->resume_us && now >= l->resume_us) {
+        l->resume_us = 0;
+        if (!l->stopping && l->open < l->max_conns)
+            set_listening(l, true);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    struct conn_layer *l = arg;
+    struct epoll_event evs[EVENTS_MAX];
+    uint64_t drained;
+    int i, n;
+
+    for (;;) {
+        n = epoll_wait(l->epfd, evs, EVENTS_MAX, TICK_MS);
+        pthread_mutex_lock(&l->mu);
+        if (l->exiting) {
+            pthread_mutex_unlock(&l->mu);
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+
+            if (fd == l->wakefd) {
+                if (read(fd, &drained, sizeof(drained)) < 0)
+                    drained = 0;
+            } else if (fd == l->listen_fd) {
+                if (l->listening)
+                    accept_some(l);
+            } else if (fd < l->nslots && l->slots[fd].state != SLOT_FREE) {
+                on_readable(l, fd, evs[i].events);
+            }
+        }
+        sweep(l, util_now_us());
+        if (l->stopping && l->lists[SLOT_ARRIVING].n == 0)
+            pthread_cond_broadcast(&l->ready_cv); /* workers may leave */
+        pthread_mutex_unlock(&l->mu);
+    }
+    return NULL;
+}
+
+static void wake_loop(const struct conn_layer *l)
+{
+    uint64_t one = 1;
+
+    if (write(l->wakefd, &one, sizeof(one)) < 0)
+        log_msg(LOG_WARN, "cannot wake the connection loop: %s",
+                strerror(errno));
+}
+
+/* FCGI_WEB_SERVER_ADDRS: comma-separated IPv4 or IPv6 addresses. */
+static int parse_allowed(struct conn_layer *l, const char *list)
+{
+    char item[INET6_ADDRSTRLEN + 1];
+
+    while (list && *list) {
+        size_t len = strcspn(list, ",");
+        const char *p = list;
+        struct in_addr v4;
+
+        while (len && (*p == ' ' || *p == '\t'))
+            p++, len--;
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        list += strcspn(list, ",");
+        list += *list == ',';
+        if (len == 0)
+            continue;
+        if (len >= sizeof(item) || l->nallowed == ADDRS_MAX)
+            goto bad;
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (inet_pton(AF_INET, item, &v4) == 1) {
+            struct in6_addr *a = &l->allowed[l->nallowed++];
+
+            memset(a, 0, sizeof(*a));
+            a->s6_addr[10] = a->s6_addr[11] = 0xff;
+            memcpy(&a->s6_addr[12], &v4, 4);
+        } else if (inet_pton(AF_INET6, item, &l->allowed[l->nallowed]) ==
+                   1) {
+            l->nallowed++;
+        } else {
+            goto bad;
+        }
+    }
+    return 0;
+bad:
+    log_msg(LOG_ERROR, "FCGI_WEB_SERVER_ADDRS: '%.*s' is not an IPv4 or "
+                       "IPv6 address (or more than %d are listed)",
+            (int)strcspn(item, ","), item, ADDRS_MAX);
+    return -1;
+}
+
+/*
+ * Raise the soft descriptor limit to what max_conns needs (as nginx's
+ * worker_rlimit_nofile, php-fpm's rlimit_files); with a lower hard limit,
+ * lower max_conns instead and say so.
+ */
+static int fit_descriptors(struct conn_layer *l, long threads)
+{
+    rlim_t need = (rlim_t)(l->max_conns + 2 * threads + FD_RESERVE);
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return -1;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < need) {
+        long fit = (long)rl.rlim_cur - 2 * threads - FD_RESERVE;
+
+        if (fit < 16)
+            fit = 16;
+        log_msg(LOG_WARN, "descriptor limit %lu allows %ld connections, "
+                          "not TICKETS_MAX_CONNS=%ld",
+                (unsigned long)rl.rlim_cur, fit, l->max_conns);
+        l->max_conns = fit;
+    }
+    /* descriptors are allocated lowest first: the open ones stay below */
+    l->nslots = (int)(l->max_conns + 2 * threads + FD_RESERVE);
+    return 0;
+}
+
+struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
+                              long threads)
+{
+    struct conn_layer *l = calloc(1, sizeof(*l));
+    struct epoll_event ev = {.events = EPOLLIN};
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    int i, flags, err;
+
+    if (!l)
+        abort();
+    l->listen_fd = listen_fd;
+    l->epfd = l->wakefd = l->dead_fd = -1;
+    l->max_conns = cfg->max_conns;
+    l->read_timeout_us = cfg->read_timeout_us;
+    l->idle_timeout_us = cfg->idle_timeout_us;
+    for (i = 0; i <= SLOT_CLOSING; i++)
+        l->lists[i].head = l->lists[i].tail = -1;
+    l->unix_listener = getsockname(listen_fd, (struct sockaddr *)&sa,
+                                   &len) == 0 && sa.ss_family == AF_UNIX;
+    if (parse_allowed(l, getenv("FCGI_WEB_SERVER_ADDRS")) < 0 ||
+        fit_descriptors(l, threads) < 0)
+        goto fail;
+    l->slots = calloc((size_t)l->nslots, sizeof(*l->slots));
+    l->ready_cap = l->max_conns;
+    l->ready = calloc((size_t)l->ready_cap, sizeof(*l->ready));
+    if (!l->slots || !l->ready)
+        abort();
+    flags = fcntl(listen_fd, F_GETFL);
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    l->dead_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ev.data.fd = l->wakefd;
+    if (flags < 0 || fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+        l->epfd < 0 || l->wakefd < 0 || l->dead_fd < 0 ||
+        epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0) {
+        log_msg(LOG_ERROR, "cannot set up the connection loop: %s",
+                strerror(errno));
+        goto fail;
+    }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->ready_cv, NULL);
+    set_listening(l, true);
+    if (!l->listening)
+        goto fail_sync;
+    err = pthread_create(&l->thread, NULL, loop_main, l);
+    if (err) {
+        log_msg(LOG_ERROR, "pthread_create() failed: %s", strerror(err));
+        goto fail_sync;
+    }
+    return l;
+fail_sync:
+    pthread_cond_destroy(&l->ready_cv);
+    pthread_mutex_destroy(&l->mu);
+fail:
+    if (l->epfd >= 0)
+        close(l->epfd);
+    if (l->wakefd >= 0)
+        close(l->wakefd);
+    if (l->dead_fd >= 0)
+        close(l->dead_fd);
+    free(l->ready);
+    free(l->slots);
+    free(l);
+    return NULL;
+}
+
+int conn_next(struct conn_layer *l)
+{
+    int fd = -1;
+
+    pthread_mutex_lock(&l->mu);
+    while (l->ready_n == 0 &&
+           !(l->stopping && l->lists[SLOT_ARRIVING].n == 0))
+        pthread_cond_wait(&l->ready_cv, &l->mu);
+    if (l->ready_n > 0) {
+        fd = l->ready[l->ready_head];
+        l->ready_head = (l->ready_head + 1) % l->ready_cap;
+        l->ready_n--;
+    }
+    pthread_mutex_unlock(&l->mu);
+    return fd;
+}
+
+void conn_release(struct conn_layer *l, int fd)
+{
+    pthread_mutex_lock(&l->mu);
+    if (l->stopping) { /* shutting down: idle connections are closed */
+        close(fd);
+        forget(l);
+    } else {
+        watch(l, fd, SLOT_IDLE);
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+void conn_close(struct conn_layer *l, int fd)
+{
+    if (l->unix_listener || shutdown(fd, SHUT_WR) < 0) {
+        close(fd);
+        conn_closed(l);
+        return;
+    }
+    pthread_mutex_lock(&l->mu);
+    watch(l, fd, SLOT_CLOSING);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void conn_closed(struct conn_layer *l)
+{
+    pthread_mutex_lock(&l->mu);
+    forget(l);
+    pthread_mutex_unlock(&l->mu);
+}
+
+bool conn_is_unix(const struct conn_layer *l)
+{
+    return l->unix_listener;
+}
+
+int conn_dead_socket(const struct conn_layer *l)
+{
+    return l->dead_fd;
+}
+
+void conn_stop(struct conn_layer *l)
+{
+    int fd, next;
+
+    pthread_mutex_lock(&l->mu);
+    l->stopping = true;
+    set_listening(l, false);
+    /* idle kept connections go; one whose next request began arriving
+     * stays to be served, like any request in flight */
+    for (fd = l->lists[SLOT_IDLE].head; fd >= 0; fd = next) {
+        next = l->slots[fd].next;
+        on_readable(l, fd, 0);
+        if (l->slots[fd].state == SLOT_IDLE)
+            close_watched(l, fd);
+    }
+    pthread_cond_broadcast(&l->ready_cv);
+    pthread_mutex_unlock(&l->mu);
+    wake_loop(l);
+}
+
+void conn_free(struct conn_layer *l)
+{
+    int fd;
+
+    pthread_mutex_lock(&l->mu);
+    l->exiting = true;
+    pthread_mutex_unlock(&l->mu);
+    wake_loop(l);
+    pthread_join(l->thread, NULL);
+    for (fd = 0; fd < l->nslots; fd++)
+        if (l->slots[fd].state != SLOT_FREE)
+            close_watched(l, fd);
+    while (l->ready_n > 0) {
+        close(l->ready[l->ready_head]);
+        l->ready_head = (l->ready_head + 1) % l->ready_cap;
+        l->ready_n--;
+    }
+    close(l->epfd);
+    close(l->wakefd);
+    close(l->dead_fd);
+    pthread_cond_destroy(&l->ready_cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l->ready);
+    free(l->slots);
+    free(l);
+}

@@ -1,0 +1,101 @@
+/*
+ * conn.h: the connection layer.  A connection costs a worker thread only
+ * while one whole request on it is being served.
+ *
+ * One thread (the loop) owns the listening socket and every connection that
+ * is not being served: new ones, ones still sending their request, and idle
+ * ones the front keeps open (FCGI_KEEP_CONN: nginx `keepalive` with
+ * `fastcgi_keep_conn on`, Apache `enablereuse=on`).  It watches them with
+ * epoll and peeks (MSG_PEEK) at what arrived: once a whole request is
+ * queued in the socket, up to the empty FCGI_STDIN record, the connection
+ * goes to the ready queue, where a worker takes it with conn_next(), lets
+ * libfcgi read the request (which then never waits for the peer), serves
+ * it, and gives the connection back with conn_release() when the front may
+ * send another request on it, or conn_closed() when it was closed.
+ *
+ * Bounds: at most max_conns open connections (at the limit, the longest
+ * idle kept connection is closed for a new one; with none idle, accepting
+ * pauses); a request must arrive whole within read_timeout of its first
+ * byte (of the accept, for a new connection), else the connection is
+ * closed; a request larger than the peek window is handed over as soon as
+ * the window is full, and the worker's reads and writes time out after
+ * read_timeout (SO_RCVTIMEO, SO_SNDTIMEO).  Idle kept connections are
+ * closed after idle_timeout (0: never), by the front, at the limit, or at
+ * shutdown.
+ *
+ * Where the layer accepts, it applies FCGI_WEB_SERVER_ADDRS (IPv4 and IPv6
+ * addresses; libfcgi's own check knows only IPv4).
+ *
+ * Functions return 0 or a negative errno unless said otherwise.
+ */
+#ifndef TICKETS_CONN_H
+#define TICKETS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* What a peek at a connection's queued bytes tells. */
+enum conn_scan {
+    CONN_SCAN_PARTIAL,  /* the request is still arriving */
+    CONN_SCAN_COMPLETE, /* a whole request (through the empty STDIN record) */
+    CONN_SCAN_HANDOVER, /* not ours to judge (window full, not FastCGI 1):
+                         * let libfcgi read it under the read timeout */
+};
+
+/*
+ * Pure: scan the FastCGI records in buf[0..len) that a window of `window`
+ * bytes could hold.  Exposed for the unit tests.
+ */
+enum conn_scan conn_scan_request(const unsigned char *buf, size_t len,
+                                 size_t window);
+
+struct conn_layer;
+
+/*
+ * Take over listen_fd (set non-blocking) and start the loop thread.  NULL
+ * with a log line on failure.  threads is how many workers will share it
+ * (for the descriptor budget).
+ */
+struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
+                              long threads);
+
+/*
+ * Block until a connection holds a whole request and return its
+ * descriptor, now the caller's; -1 once the layer is stopping and nothing
+ * is left to serve.
+ */
+int conn_next(struct conn_layer *l);
+
+/* The caller is done with fd and the front may send another request. */
+void conn_release(struct conn_layer *l, int fd);
+
+/* The caller is done with fd and the front wants it closed (lingering). */
+void conn_close(struct conn_layer *l, int fd);
+
+/* The caller's connection was closed (by libfcgi or by itself). */
+void conn_closed(struct conn_layer *l);
+
+/* True when the listening socket is a unix socket (no TCP resets). */
+bool conn_is_unix(const struct conn_layer *l);
+
+/*
+ * A socket on which accept() always fails at once, for libfcgi's
+ * FCGX_InitRequest: FCGX_Accept_r falls back to accepting on it only after
+ * it has closed a connection that held no valid request.
+ */
+int conn_dead_socket(const struct conn_layer *l);
+
+/*
+ * Stop accepting and close idle connections; requests already queued or
+ * arriving on open connections are still handed out (within the read
+ * timeout), after which conn_next() returns -1.
+ */
+void conn_stop(struct conn_layer *l);
+
+/* After every worker has returned: stop the loop thread, close the rest. */
+void conn_free(struct conn_layer *l);
+
+#endif
