@@ -107,8 +107,10 @@ integration: $(BUILD)/tickets-fcgi
 # The claim and concurrency tests again, against an AddressSanitizer +
 # UBSan build and a ThreadSanitizer build of the app; the harness fails a
 # run whose app stderr reports a sanitizer finding.  Unit tests run under
-# ThreadSanitizer too (the coalescing table is shared between threads).
-SANITIZE_TESTS := tests/integration/test_concurrency.py tests/integration/test_claim.py
+# ThreadSanitizer too (the coalescing table is shared between threads), and
+# the keep-alive tests exercise the connection layer's loop and queue.
+SANITIZE_TESTS := tests/integration/test_concurrency.py tests/integration/test_claim.py \
+	tests/integration/test_keepalive.py
 
 sanitize-test:
 	$(Q)for san in address,undefined thread; do \

@@ -14,7 +14,8 @@ set -f  # $PACKAGES and $missing are split on purpose; never globbed
 
 PACKAGES="build-essential pkg-config libfcgi-dev default-libmysqlclient-dev
 libjansson-dev libssl-dev libcmocka-dev nginx-light mariadb-server spawn-fcgi
-python3 python3-pytest python3-pymysql curl wrk iproute2 systemd spin valgrind"
+python3 python3-pytest python3-pymysql curl wrk iproute2 systemd spin valgrind
+apache2"
 
 # "<package> <status>" for every package dpkg knows; unknown ones are absent.
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' $PACKAGES \
