@@ -426,7 +426,9 @@ def _fcgi_read_response(s):
 
 
 def _fcgi_socket(address, timeout):
-    fam = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    """A socket for address: a unix path, (IPv4 host, port) or (IPv6, port)."""
+    fam = (socket.AF_UNIX if isinstance(address, str) else
+           socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
     return s

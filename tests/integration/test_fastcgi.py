@@ -310,6 +310,57 @@ def test_listen_tcp_serves(stack):
         assert app.stop() == 0, app.output()
 
 
+def _free_port(family, host):
+    s = socket.socket(family)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _answered(address, timeout=10):
+    """True when the app answers a request from us, False when it closes
+    the connection without an answer (a refused peer); waits while the
+    socket is not listening yet."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return fcgi(address, "GET", uri_params("/ping"), timeout=3).status == 200
+        except ConnectionRefusedError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+        except (stack_mod.StackError, ConnectionResetError):
+            return False
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_web_server_addrs_for_ipv4_and_ipv6_peers(stack, host):
+    """FCGI_WEB_SERVER_ADDRS is applied to every TCP peer: libfcgi's own
+    check knew only IPv4, so an IPv6 listener was open to every peer."""
+    needs_harness(stack)
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if fam == socket.AF_INET6 and not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    other = "127.0.0.1" if fam == socket.AF_INET6 else "::1"
+    listen = ("[%s]:%d" if fam == socket.AF_INET6 else "%s:%d")
+    for allowed, served in ((other, False), ("%s, %s" % (other, host), True)):
+        port = _free_port(fam, host)
+        with App(stack, listen=listen % (host, port),
+                 FCGI_WEB_SERVER_ADDRS=allowed) as app:
+            assert _answered((host, port)) is served, (allowed, app.output())
+            assert app.stop() == 0, app.output()
+
+
+def test_web_server_addrs_must_be_addresses(stack):
+    needs_harness(stack)
+    r = run_bin(stack, [], app_env(stack, TICKETS_LISTEN="127.0.0.1:%d" % _free_port(
+        socket.AF_INET, "127.0.0.1"), FCGI_WEB_SERVER_ADDRS="127.0.0.1,nginx.local"),
+        timeout=15)
+    assert r.returncode != 0
+    assert b"FCGI_WEB_SERVER_ADDRS" in r.stderr and b"nginx.local" in r.stderr, r.stderr
+
+
 def test_flags_win_over_environment(stack, tmp_path):
     needs_harness(stack)
     _, flags = help_flags(stack)
