@@ -40,8 +40,12 @@
 #include "metrics.h"
 #include "util.h"
 
-/* nginx sends a request's params in one record of at most 64 KiB. */
-#define PEEK_WINDOW (64 * 1024 + 2 * FCGI_HEADER_LEN)
+/*
+ * The most of a request the loop looks at.  nginx's params stay far below
+ * it (its request headers are bounded by large_client_header_buffers, 4 x
+ * 8 KiB by default); params that do not end within it are refused.
+ */
+#define PEEK_WINDOW (128 * 1024)
 #define EVENTS_MAX 256
 #define ACCEPT_BATCH 64        /* accepts per wake-up, then other events */
 #define ACCEPT_PAUSE_US 100000 /* after EMFILE and the like */
@@ -50,6 +54,7 @@
 #define FD_RESERVE 64          /* descriptors besides connections and DB */
 #define ADDRS_MAX 32
 #define TICK_MS 1000           /* the longest sleep of the loop */
+#define DRAIN_US 500000        /* at stop: kept connections' last requests */
 
 enum slot_state { SLOT_FREE, SLOT_ARRIVING, SLOT_IDLE, SLOT_CLOSING };
 
@@ -86,29 +91,87 @@ struct conn_layer {
     int64_t resume_us;  /* accepting paused until then (0: not for time) */
     int64_t limit_logged_us;
     bool stopping, exiting;
+    bool draining;          /* stopping, kept connections' last requests */
+    int64_t drain_until_us;
     unsigned char window[PEEK_WINDOW]; /* the loop thread's peek buffer */
 };
+
+/* The params stream's name-value pairs, read as their records arrive. */
+struct params_scan {
+    uint32_t len[2]; /* name and value length of the pair being read */
+    int field;       /* which of the two lengths is being read */
+    int more;        /* bytes of a four-byte length still to come */
+    uint64_t skip;   /* bytes of the pair's name and value still to come */
+};
+
+/* Feed n bytes of the params stream; false: a pair announces too much. */
+static bool params_feed(struct params_scan *p, const unsigned char *d,
+                        size_t n)
+{
+    size_t i = 0;
+
+    while (i < n) {
+        if (p->skip) {
+            size_t k = p->skip < n - i ? (size_t)p->skip : n - i;
+
+            p->skip -= k;
+            i += k;
+            continue;
+        }
+        if (p->more) {
+            p->len[p->field] = p->len[p->field] << 8 | d[i++];
+            if (--p->more)
+                continue;
+        } else if (d[i] & 0x80) { /* four bytes, high bit set */
+            p->len[p->field] = d[i++] & 0x7fu;
+            p->more = 3;
+            continue;
+        } else {
+            p->len[p->field] = d[i++];
+        }
+        if (p->field == 0) {
+            p->field = 1;
+            continue;
+        }
+        p->field = 0;
+        p->skip = (uint64_t)p->len[0] + p->len[1];
+        if (p->skip > CONN_PARAM_MAX)
+            return false;
+    }
+    return true;
+}
 
 enum conn_scan conn_scan_request(const unsigned char *buf, size_t len,
                                  size_t window)
 {
+    struct params_scan params = {0};
+    bool params_end = false;
     size_t pos = 0;
 
     while (len - pos >= FCGI_HEADER_LEN) {
         const unsigned char *h = buf + pos;
         size_t content = (size_t)h[4] << 8 | h[5];
         size_t record = FCGI_HEADER_LEN + content + h[6];
+        size_t here = len - pos - FCGI_HEADER_LEN;
         unsigned id = (unsigned)h[2] << 8 | h[3];
 
         if (h[0] != FCGI_VERSION_1 || h[1] == FCGI_ABORT_REQUEST)
             return CONN_SCAN_HANDOVER;
+        if (h[1] == FCGI_PARAMS && id != 0 && !params_end) {
+            if (!params_feed(&params, h + FCGI_HEADER_LEN,
+                             content < here ? content : here))
+                return CONN_SCAN_REFUSE;
+            params_end = content == 0;
+        }
         if (record > len - pos)
             break;
         if (h[1] == FCGI_STDIN && content == 0 && id != 0)
             return CONN_SCAN_COMPLETE;
         pos += record;
     }
-    return len >= window ? CONN_SCAN_HANDOVER : CONN_SCAN_PARTIAL;
+    if (len < window)
+        return CONN_SCAN_PARTIAL;
+    return params_end ? CONN_SCAN_HANDOVER : CONN_SCAN_REFUSE;
 }
 
 static void list_push(struct conn_layer *l, enum slot_state st, int fd)
@@ -166,11 +229,17 @@ static void set_listening(struct conn_layer *l, bool on)
     l->listening = on;
 }
 
+/* Still taking new connections: running, or draining at stop. */
+static bool accepting(const struct conn_layer *l)
+{
+    return !l->stopping || l->draining;
+}
+
 /* A connection went away: accepting may resume. */
 static void forget(struct conn_layer *l)
 {
     l->open--;
-    if (!l->stopping && !l->resume_us && l->open < l->max_conns)
+    if (accepting(l) && !l->resume_us && l->open < l->max_conns)
         set_listening(l, true);
     update_gauges(l);
 }
@@ -248,6 +317,10 @@ static void on_readable(struct conn_layer *l, int fd, uint32_t events)
     case CONN_SCAN_COMPLETE:
     case CONN_SCAN_HANDOVER:
         hand_over(l, fd);
+        return;
+    case CONN_SCAN_REFUSE:
+        metrics_inc(METRIC_fastcgi_errors);
+        close_watched(l, fd);
         return;
     case CONN_SCAN_PARTIAL:
         break;
@@ -375,9 +448,35 @@ static void sweep(struct conn_layer *l, int64_t now)
         close_watched(l, fd);
     if (l->resume_us && now >= l->resume_us) {
         l->resume_us = 0;
-        if (!l->stopping && l->open < l->max_conns)
+        if (accepting(l) && l->open < l->max_conns)
             set_listening(l, true);
     }
+}
+
+/*
+ * The end of a stop's drain: no more new connections; idle kept ones are
+ * closed, but one whose next request began arriving stays to be served,
+ * like any request in flight.
+ */
+static void end_drain(struct conn_layer *l)
+{
+    int fd, next;
+
+    l->draining = false;
+    set_listening(l, false);
+    for (fd = l->lists[SLOT_IDLE].head; fd >= 0; fd = next) {
+        next = l->slots[fd].next;
+        on_readable(l, fd, 0);
+        if (l->slots[fd].state == SLOT_IDLE)
+            close_watched(l, fd);
+    }
+}
+
+/* Workers may leave: stopping, and nothing left that a worker must serve. */
+static bool all_served(const struct conn_layer *l)
+{
+    return l->stopping && !l->draining && l->ready_n == 0 &&
+           l->lists[SLOT_ARRIVING].n == 0;
 }
 
 static void *loop_main(void *arg)
@@ -385,10 +484,11 @@ static void *loop_main(void *arg)
     struct conn_layer *l = arg;
     struct epoll_event evs[EVENTS_MAX];
     uint64_t drained;
-    int i, n;
+    int64_t now;
+    int i, n, timeout = TICK_MS;
 
     for (;;) {
-        n = epoll_wait(l->epfd, evs, EVENTS_MAX, TICK_MS);
+        n = epoll_wait(l->epfd, evs, EVENTS_MAX, timeout);
         pthread_mutex_lock(&l->mu);
         if (l->exiting) {
             pthread_mutex_unlock(&l->mu);
@@ -407,9 +507,15 @@ static void *loop_main(void *arg)
                 on_readable(l, fd, evs[i].events);
             }
         }
-        sweep(l, util_now_us());
-        if (l->stopping && l->lists[SLOT_ARRIVING].n == 0)
+        now = util_now_us();
+        sweep(l, now);
+        if (l->draining && (l->lists[SLOT_IDLE].n == 0 ||
+                            now >= l->drain_until_us))
+            end_drain(l);
+        if (all_served(l))
             pthread_cond_broadcast(&l->ready_cv); /* workers may leave */
+        timeout = l->draining ? (int)((l->drain_until_us - now) / 1000) + 1
+                              : TICK_MS;
         pthread_mutex_unlock(&l->mu);
     }
     return NULL;
@@ -571,8 +677,7 @@ int conn_next(struct conn_layer *l)
     int fd = -1;
 
     pthread_mutex_lock(&l->mu);
-    while (l->ready_n == 0 &&
-           !(l->stopping && l->lists[SLOT_ARRIVING].n == 0))
+    while (l->ready_n == 0 && !all_served(l))
         pthread_cond_wait(&l->ready_cv, &l->mu);
     if (l->ready_n > 0) {
         fd = l->ready[l->ready_head];
@@ -585,14 +690,15 @@ int conn_next(struct conn_layer *l)
 
 void conn_release(struct conn_layer *l, int fd)
 {
+    bool stopping;
+
     pthread_mutex_lock(&l->mu);
-    if (l->stopping) { /* shutting down: idle connections are closed */
-        close(fd);
-        forget(l);
-    } else {
+    stopping = l->stopping;
+    if (!stopping)
         watch(l, fd, SLOT_IDLE);
-    }
     pthread_mutex_unlock(&l->mu);
+    if (stopping) /* closed right after its answer: the front sees it */
+        conn_close(l, fd);
 }
 
 void conn_close(struct conn_layer *l, int fd)
@@ -626,19 +732,20 @@ int conn_dead_socket(const struct conn_layer *l)
 
 void conn_stop(struct conn_layer *l)
 {
-    int fd, next;
-
     pthread_mutex_lock(&l->mu);
     l->stopping = true;
-    set_listening(l, false);
-    /* idle kept connections go; one whose next request began arriving
-     * stays to be served, like any request in flight */
-    for (fd = l->lists[SLOT_IDLE].head; fd >= 0; fd = next) {
-        next = l->slots[fd].next;
-        on_readable(l, fd, 0);
-        if (l->slots[fd].state == SLOT_IDLE)
-            close_watched(l, fd);
-    }
+    /*
+     * Closing a kept connection while the front sends a request on it
+     * loses that request (nginx resends no POST).  So first a drain: each
+     * kept connection is closed right after its next answer, which the
+     * front sees before it could reuse it, and new connections are still
+     * served, one request each; after DRAIN_US, or once no kept connection
+     * is left, the idle rest is closed and accepting ends.
+     */
+    l->draining = l->lists[SLOT_IDLE].n > 0;
+    l->drain_until_us = util_now_us() + DRAIN_US;
+    if (!l->draining)
+        end_drain(l);
     pthread_cond_broadcast(&l->ready_cv);
     pthread_mutex_unlock(&l->mu);
     wake_loop(l);

@@ -37,17 +37,28 @@
 
 #include "config.h"
 
+/* A params pair may announce at most this many bytes (name and value). */
+#define CONN_PARAM_MAX (1024 * 1024)
+
 /* What a peek at a connection's queued bytes tells. */
 enum conn_scan {
     CONN_SCAN_PARTIAL,  /* the request is still arriving */
     CONN_SCAN_COMPLETE, /* a whole request (through the empty STDIN record) */
-    CONN_SCAN_HANDOVER, /* not ours to judge (window full, not FastCGI 1):
-                         * let libfcgi read it under the read timeout */
+    CONN_SCAN_HANDOVER, /* not ours to judge (a body past the window, not
+                         * FastCGI 1, an abort): libfcgi reads it under the
+                         * read timeout */
+    CONN_SCAN_REFUSE,   /* params libfcgi must never see: a pair announcing
+                         * more than CONN_PARAM_MAX bytes (libfcgi allocates
+                         * what is announced, and aborts the process past
+                         * 2^31: CVE-2025-23016, only partly fixed in
+                         * Debian's 2.4.2), or params that do not end within
+                         * the window: the connection is closed */
 };
 
 /*
  * Pure: scan the FastCGI records in buf[0..len) that a window of `window`
- * bytes could hold.  Exposed for the unit tests.
+ * bytes could hold, and the params pairs in them.  Exposed for the unit
+ * tests.
  */
 enum conn_scan conn_scan_request(const unsigned char *buf, size_t len,
                                  size_t window);
@@ -89,9 +100,11 @@ bool conn_is_unix(const struct conn_layer *l);
 int conn_dead_socket(const struct conn_layer *l);
 
 /*
- * Stop accepting and close idle connections; requests already queued or
- * arriving on open connections are still handed out (within the read
- * timeout), after which conn_next() returns -1.
+ * Stop: a short drain first (each kept connection is closed right after
+ * its next answer, new connections are still served once), then no more
+ * accepting and the idle rest closed; requests already queued or arriving
+ * are still handed out (within the read timeout), after which conn_next()
+ * returns -1.
  */
 void conn_stop(struct conn_layer *l);
 

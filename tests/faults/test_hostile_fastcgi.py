@@ -153,14 +153,23 @@ def test_row8_malformed_records(stack, target, name):
 
 
 def test_row8_thousands_of_params(stack, target):
-    """20 000 params (1.2 MB, far past nginx's 64 KiB): answered."""
-    extra = {"HTTP_X_%05d" % i: "v" * 40 for i in range(20000)}
-    data = request_bytes("GET", "/api/health", extra=extra)
+    """2 000 params (110 KB, past nginx's default 32 KiB of headers but
+    within the connection layer's 128 KiB window): answered. 20 000 params
+    (1.08 MB) do not end within the window: the connection is closed at
+    once, without a worker ever reading them (they used to be answered)."""
+    small = {"HTTP_X_%05d" % i: "v" * 40 for i in range(2000)}
+    data = request_bytes("GET", "/api/health", extra=small)
     t0 = time.monotonic()
     got, how = raw_exchange(target.socket, data, timeout=20 * SLOW)
     assert stdout_status(got) == 200, (how, got[:200])
-    record("8 raw fastcgi", params_20000_mb=len(data) / 1e6,
-           params_20000_s=time.monotonic() - t0)
+    took = time.monotonic() - t0
+    big = {"HTTP_X_%05d" % i: "v" * 40 for i in range(20000)}
+    data = request_bytes("GET", "/api/health", extra=big)
+    got, how = raw_exchange(target.socket, data, timeout=20 * SLOW)
+    assert how in ("eof", "reset") and got == b"", (how, got[:200])
+    record("8 raw fastcgi", params_2000_kb=len(request_bytes(
+        "GET", "/api/health", extra=small)) / 1e3, params_2000_s=took,
+        params_20000="closed unread")
 
 
 def test_row8_abort_request_mid_body(stack, target):
@@ -201,42 +210,39 @@ def test_row8_slow_peers_do_not_stop_the_others(stack, target):
            others_10_requests_s=took)
 
 
-def test_row8_params_past_2gib_abort_and_supervisor_restarts(stack):
+KILLER = begin_bytes() + record_bytes(
+    FCGI_PARAMS, length_bytes(0x40000000) + length_bytes(0x40000000) + b"x")
+
+
+@pytest.mark.parametrize("rest", [b"", record_bytes(FCGI_PARAMS, b"") +
+                                  record_bytes(FCGI_STDIN, b"")],
+                         ids=["cut", "whole"])
+def test_row8_params_past_2gib_are_refused(stack, target, rest):
     """Debian's libfcgi 2.4.2 aborts the process on one PARAMS record whose
     name and value lengths add up past 2^31 (CVE-2025-23016, fixed only in
-    part). This documents it: the process dies (SIGABRT), the supervisor
-    restarts it, the claims of a concurrent storm all end truthfully with
-    one ticket each, no lock stays held. The defence is that nothing but
-    nginx can reach the socket (test_security.py)."""
-    sup = stack.supervisor
-    sup.expect_restarts(1)
-    inst = stack.instances[0]
+    part); it used to kill the instance here (SIGABRT, a supervisor
+    restart, 503s for a concurrent storm). The connection layer reads
+    every pair's lengths before libfcgi sees a byte and closes a connection
+    whose pair announces more than 1 MiB: the process lives, a concurrent
+    storm is served, no claim is lost."""
+    inst = target
     users = list(range(95000, 95400))
     add_users(stack, users)
-    stack.make_event(7)
     pairs = [(u, 7) for u in users]
     st = Storm(stack, pairs, threads=32, duration=30 * SLOW, backoff=0.05).start()
     while len(st.answers) < 100 and time.monotonic() < st.t_start + 10 * SLOW:
         time.sleep(0.005)
-    mark = sup.mark()
     pid = inst.pid
-    killer = begin_bytes() + record_bytes(
-        FCGI_PARAMS, length_bytes(0x40000000) + length_bytes(0x40000000) + b"x")
     t0 = time.monotonic()
-    raw_exchange(inst.socket, killer, timeout=5 * SLOW)
-    ev = sup.wait_restarted(mark, 1, timeout=10 * SLOW)[0]
+    got, how = raw_exchange(inst.socket, KILLER + rest, timeout=5 * SLOW)
+    closed_after = time.monotonic() - t0
     st.join(extra=30)
-    # SIGABRT from libfcgi's assert; under ASan/TSan the sanitizer's
-    # allocator refuses the size first and exits (status 1, 66)
-    assert ev["pid"] == pid, ev
-    assert ev["code"] == -signal.SIGABRT or (SLOW > 1 and ev["code"] > 0), ev
+    assert inst.pid == pid and inst.running(), "the instance died"
+    assert how in ("eof", "reset") and got == b"", (how, got[:200])
+    assert closed_after < 1.0 * SLOW, closed_after
     assert not st.unfinished(), st.unfinished()[:5]
-    assert_truthful(st.answers, allow=(200, 201, 503), busy_ok=True)
+    assert_truthful(st.answers, allow=(200, 201), busy_ok=False)
     created, lost = check_claims_against_db(stack, st.answers, pairs)
-    assert created + lost == len(pairs)
-    assert wait_no_locks(stack, 2.0) == []
-    failed = sum(1 for a in st.answers if a.status == 503)
-    record("8 raw fastcgi", killer_exit="SIGABRT (libfcgi Malloc assertion)"
-           if ev["code"] == -signal.SIGABRT else "exit %s (sanitizer)" % ev["code"],
-           killer_back_serving_s=ev["ready"] - t0, killer_storm_503=failed,
-           killer_storm_lost_answers=lost)
+    assert created + lost == len(pairs) and lost == 0, (created, lost)
+    record("8 raw fastcgi", killer="closed unread after %.3f s; process "
+           "alive; storm %d x 201, 0 x 503" % (closed_after, created))

@@ -20,9 +20,10 @@ from faultlib import (SLOW, Storm, add_users, assert_truthful,
 
 def test_row3_instance_sigkilled_mid_storm(stack):
     """100 clients double-click 2400 pairs over both instances; instance 0
-    is SIGKILLed a third of the way. The claims it was running are
-    answered 503 (nginx does not resend a POST it had sent: see
-    nginx/snippets/tickets-fastcgi.conf), the server frees their locks with
+    is SIGKILLed a third of the way. The claims it was running are resent
+    by nginx to the live instance (`non_idempotent`: see
+    nginx/snippets/tickets-fastcgi.conf) or, past its tries, answered 503;
+    the server frees their locks with
     their connections, nginx sends what comes next to the live instance,
     the supervisor restarts the dead one, and the storm ends with one
     ticket per pair."""
@@ -177,7 +178,7 @@ def test_row6_rolling_restart(stack, model):
     spawn_fcgi: each instance owns its socket (`spawn-fcgi -n`); requests
     that nginx had already handed to the stopping process's backlog are
     reset when it exits, and nginx answers 503 for the claims among them
-    (it does not resend a POST). Those are counted; every answer must still
+    (unless it resends them: `non_idempotent`). Those are counted; every answer must still
     be true."""
     users = list(range(70000, 78000))
     add_users(stack, users)

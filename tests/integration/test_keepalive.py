@@ -268,11 +268,12 @@ def test_rolling_restart_under_keepalive(ka_stack, request):
     it: in-flight requests are answered, idle kept connections closed, and
     keep-alive loses no more than the same restart without it.
 
-    What is lost in both: under `spawn-fcgi -n` the listening socket dies
-    with the process, and the connections still in its backlog are reset;
-    nginx resends an idempotent GET to the other instance but not a POST
-    it has sent (docs/RELIABILITY.md; a systemd socket unit keeps the
-    backlog across the restart)."""
+    Under `spawn-fcgi -n` the listening socket dies with the process, and
+    the connections still in its backlog are reset; with keep-alive, a
+    claim may also meet a kept connection in the instant the app closes
+    it. nginx resends both to the other instance (`non_idempotent` in
+    snippets/tickets-fastcgi.conf; without it 8-21 POSTs of ~15 000 failed
+    either way). docs/FRONTS.md has the figures."""
     if ka_stack.tcp:
         pytest.skip("measured on unix sockets, as shipped")
     kept = rolling_restart_failures(ka_stack)

@@ -98,6 +98,72 @@ static void the_next_request_may_follow(void **state)
     assert_int_equal(scan(&s, first - 1), CONN_SCAN_PARTIAL);
 }
 
+/* A params record holding one pair's two lengths, as the PARAMS record
+ * of a request would start. */
+static void pair_lengths(struct stream *s, uint32_t name, uint32_t value)
+{
+    unsigned char *c;
+
+    record(s, 1, 4, 1, 8, 0);
+    c = s->b + s->len - 8;
+    c[0] = (unsigned char)(0x80 | name >> 24);
+    c[1] = (unsigned char)(name >> 16);
+    c[2] = (unsigned char)(name >> 8);
+    c[3] = (unsigned char)name;
+    c[4] = (unsigned char)(0x80 | value >> 24);
+    c[5] = (unsigned char)(value >> 16);
+    c[6] = (unsigned char)(value >> 8);
+    c[7] = (unsigned char)value;
+}
+
+static void params_that_libfcgi_must_not_see(void **state)
+{
+    struct stream s = {0};
+
+    /* the lengths that abort libfcgi 2.4.2: refused as soon as they show,
+     * before the rest of the request (which may never come) */
+    record(&s, 1, 1, 1, 8, 0);
+    pair_lengths(&s, 0x40000000, 0x40000000);
+    assert_int_equal(scan(&s, s.len), CONN_SCAN_REFUSE);
+    /* one byte more than CONN_PARAM_MAX in one pair */
+    s.len = 0;
+    record(&s, 1, 1, 1, 8, 0);
+    pair_lengths(&s, 1, CONN_PARAM_MAX);
+    assert_int_equal(scan(&s, s.len), CONN_SCAN_REFUSE);
+    /* exactly CONN_PARAM_MAX is only large */
+    s.len = 0;
+    record(&s, 1, 1, 1, 8, 0);
+    pair_lengths(&s, 1, CONN_PARAM_MAX - 1);
+    assert_int_equal(scan(&s, s.len), CONN_SCAN_PARTIAL);
+    /* params that do not end within the window */
+    s.len = 0;
+    record(&s, 1, 1, 1, 8, 0);
+    record(&s, 1, 4, 1, 3000, 0);
+    memset(s.b + s.len - 3000, 1, 3000); /* pairs of 1-byte names, values */
+    record(&s, 1, 4, 1, 3000, 0);
+    memset(s.b + s.len - 3000, 1, 3000);
+    assert_int_equal(conn_scan_request(s.b, s.len, s.len), CONN_SCAN_REFUSE);
+    assert_int_equal(conn_scan_request(s.b, s.len, s.len + 1),
+                     CONN_SCAN_PARTIAL);
+}
+
+static void a_length_split_across_records(void **state)
+{
+    struct stream s = {0};
+    unsigned char *c;
+
+    /* a four-byte length cut between two PARAMS records still counts */
+    record(&s, 1, 1, 1, 8, 0);
+    record(&s, 1, 4, 1, 2, 0);
+    c = s.b + s.len - 2;
+    c[0] = 0x01; /* name length 1 */
+    c[1] = 0xff; /* value length, first of four bytes: 0x7f...... */
+    record(&s, 1, 4, 1, 3, 0);
+    c = s.b + s.len - 3;
+    c[0] = c[1] = c[2] = 0xff;
+    assert_int_equal(scan(&s, s.len), CONN_SCAN_REFUSE);
+}
+
 static void not_ours_to_judge(void **state)
 {
     struct stream s = {0};
@@ -110,10 +176,11 @@ static void not_ours_to_judge(void **state)
     record(&s, 1, 1, 1, 8, 0);
     record(&s, 1, 2, 1, 0, 0);
     assert_int_equal(scan(&s, s.len), CONN_SCAN_HANDOVER);
-    /* larger than the window and not whole: read under the timeout */
+    /* a body larger than the window: read under the read timeout */
     s.len = 0;
     record(&s, 1, 1, 1, 8, 0);
-    record(&s, 1, 4, 1, WINDOW, 0);
+    record(&s, 1, 4, 1, 0, 0);
+    record(&s, 1, 5, 1, WINDOW, 0);
     assert_int_equal(scan(&s, WINDOW), CONN_SCAN_HANDOVER);
     assert_int_equal(scan(&s, WINDOW - 1), CONN_SCAN_PARTIAL);
 }
@@ -126,6 +193,8 @@ int main(void)
         cmocka_unit_test(management_records_are_skipped),
         cmocka_unit_test(the_next_request_may_follow),
         cmocka_unit_test(not_ours_to_judge),
+        cmocka_unit_test(params_that_libfcgi_must_not_see),
+        cmocka_unit_test(a_length_split_across_records),
     };
 
     return cmocka_run_group_tests_name("conn", tests, NULL, NULL);
