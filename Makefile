@@ -7,6 +7,8 @@
 #   make SANITIZE=address,undefined   an instrumented build in build/address,undefined/
 #   make WERROR=            keep warnings as warnings
 #   make V=1                show whole commands
+#   make HARDEN=            no hardening flags of our own (CFLAGS, CPPFLAGS and
+#                           LDFLAGS from outside, e.g. dpkg-buildflags, always apply)
 
 VERSION := 0.1.0
 
@@ -17,8 +19,16 @@ PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 DATADIR ?= $(PREFIX)/share/tickets-fcgi
 DOCDIR ?= $(PREFIX)/share/doc/tickets-fcgi
+MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+NGINXSNIPPETDIR ?= $(DATADIR)/nginx/snippets
+# The units installed into UNITDIR: spawn-fcgi (tickets-fcgi.service) or
+# socket-activated (tickets-fcgi.socket/.service and the tickets-fcgi@NAME
+# templates for more instances; the Debian package's choice).  Both sets go
+# to DATADIR/systemd/ in any case.
+SYSTEMD_UNITS ?= spawn-fcgi
 INSTALL ?= install
 CFLAGS ?= -O2 -g
 WERROR ?= -Werror
@@ -32,13 +42,39 @@ WARN := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
 PROJECT_CPPFLAGS := -D_GNU_SOURCE -DTICKETS_VERSION='"$(VERSION)"' -Ifcgi-app
 PROJECT_CFLAGS := -std=c11 -pthread $(WARN)
 
+# Hardened by default, as Debian builds its packages (dpkg-buildflags with
+# hardening=+all): stack protector, stack clash protection, CET, PIE, full
+# RELRO, FORTIFY_SOURCE.  The flags given from outside (CFLAGS, CPPFLAGS,
+# LDFLAGS, e.g. debian/rules passes dpkg-buildflags') come after these and
+# win.  Checked on the built binary by `make test-hardening`.
+HARDEN ?= 1
+cc-option = $(shell $(CC) -Werror $(1) -E -x c /dev/null >/dev/null 2>&1 && echo $(1))
+ifneq ($(HARDEN),)
+PROJECT_CFLAGS += -fPIE -fstack-protector-strong \
+	$(call cc-option,-fstack-clash-protection) $(call cc-option,-fcf-protection)
+PROJECT_LDFLAGS := -pie -Wl,-z,relro -Wl,-z,now
+# FORTIFY_SOURCE needs optimisation (glibc warns without it, and warnings are
+# errors) and is left out of sanitizer builds: the _chk variants bypass
+# ASan's interceptors (missed reports) and TSan's.  It is also left to the
+# outside CPPFLAGS when they set it, so the two never disagree.
+ifeq ($(SANITIZE)$(findstring _FORTIFY_SOURCE,$(CPPFLAGS) $(CFLAGS)),)
+ifneq ($(filter -O1 -O2 -O3 -Os -Ofast -Og -O,$(CFLAGS)),)
+PROJECT_CPPFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=2
+endif
+endif
+else
+PROJECT_LDFLAGS :=
+endif
+
 ifneq ($(SANITIZE),)
 BUILD := build/$(SANITIZE)
 PROJECT_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
-PROJECT_LDFLAGS := -fsanitize=$(SANITIZE)
+PROJECT_LDFLAGS += -fsanitize=$(SANITIZE)
+# An outside -D_FORTIFY_SOURCE (dpkg-buildflags) is undone for the same reason.
+SAN_CPPFLAGS := -U_FORTIFY_SOURCE
 else
 BUILD := build
-PROJECT_LDFLAGS :=
+SAN_CPPFLAGS :=
 endif
 
 # pkg-config is asked only when something is compiled, so that `make clean`
@@ -59,11 +95,27 @@ LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(APP_OBJS))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all test unit integration run install uninstall clean format install-deps \
+.PHONY: all man test unit integration run install uninstall clean format install-deps \
 	check-docs sanitize-test test-browser test-cluster test-install bench bench-smoke \
-	test-faults fuzz verify
+	test-faults fuzz verify test-hardening test-man test-prometheus test-deb
 
-all: $(BUILD)/tickets-fcgi
+all: $(BUILD)/tickets-fcgi $(BUILD)/tickets-fcgi.8
+
+# The man page: man/tickets-fcgi.8.in with its SETTINGS section printed by
+# the app's own option table (the one --help prints), so they cannot drift.
+man: $(BUILD)/tickets-fcgi.8
+
+$(BUILD)/man-settings: man/man-settings.c $(LIB_OBJS)
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) \
+		$(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(PKG_LIBS)
+
+$(BUILD)/tickets-fcgi.8: man/tickets-fcgi.8.in $(BUILD)/man-settings
+	@echo "  GEN     $@"
+	$(Q)$(BUILD)/man-settings >$@.settings
+	$(Q)sed -e 's/@VERSION@/$(VERSION)/' -e '/^@SETTINGS@$$/{r $@.settings' -e 'd}' $< >$@.tmp
+	$(Q)rm -f $@.settings && mv $@.tmp $@
 
 $(BUILD)/tickets-fcgi: $(APP_OBJS)
 	@echo "  LINK    $@"
@@ -72,12 +124,12 @@ $(BUILD)/tickets-fcgi: $(APP_OBJS)
 $(BUILD)/obj/%.o: fcgi-app/%.c Makefile
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) \
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) \
 		$(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(CMOCKA_LIBS) $(PKG_LIBS)
 
 -include $(APP_OBJS:.o=.d)
@@ -169,31 +221,44 @@ run:
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) scripts/run-stack
 
-install: $(BUILD)/tickets-fcgi
+# Production files only: the binary, its man page, the SQL a deployment
+# runs (schema and grants; not the demo data nor the benchmark's SQL), the
+# nginx site and snippets, the systemd units, sysusers and tmpfiles
+# snippets, the Prometheus rules and the docs.
+install: $(BUILD)/tickets-fcgi $(BUILD)/tickets-fcgi.8
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \
-		$(DESTDIR)$(DATADIR)/nginx/snippets $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(DATADIR)/nginx $(DESTDIR)$(NGINXSNIPPETDIR) $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR)/prometheus
 	$(INSTALL) -m 0755 $(BUILD)/tickets-fcgi $(DESTDIR)$(BINDIR)/tickets-fcgi
-	$(INSTALL) -m 0644 sql/*.sql $(DESTDIR)$(DATADIR)/sql/
-	$(INSTALL) -m 0644 nginx/tickets.conf nginx/nginx.conf.in $(DESTDIR)$(DATADIR)/nginx/
-	$(INSTALL) -m 0644 nginx/snippets/*.conf $(DESTDIR)$(DATADIR)/nginx/snippets/
-	$(INSTALL) -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	$(INSTALL) -m 0644 $(BUILD)/tickets-fcgi.8 $(DESTDIR)$(MANDIR)/man8/tickets-fcgi.8
+	$(INSTALL) -m 0644 sql/schema.sql sql/grants.sql $(DESTDIR)$(DATADIR)/sql/
+	$(INSTALL) -m 0644 nginx/tickets.conf $(DESTDIR)$(DATADIR)/nginx/
+	$(INSTALL) -m 0644 nginx/snippets/*.conf $(DESTDIR)$(NGINXSNIPPETDIR)/
+	$(INSTALL) -m 0644 deploy/prometheus/tickets-fcgi.rules.yml \
+		deploy/prometheus/prometheus.yml.example $(DESTDIR)$(DATADIR)/prometheus/
+	$(INSTALL) -m 0644 README.md docs/DEPLOYMENT.md $(DESTDIR)$(DOCDIR)/
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/web/static
 	$(INSTALL) -m 0644 web/index.html $(DESTDIR)$(DATADIR)/web/
 	$(INSTALL) -m 0644 web/static/* $(DESTDIR)$(DATADIR)/web/static/
-	$(INSTALL) -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	$(INSTALL) -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
 		$(DESTDIR)$(DATADIR)/systemd/spawn-fcgi $(DESTDIR)$(DATADIR)/systemd/socket-activated
 	$(Q)for f in spawn-fcgi/tickets-fcgi.service socket-activated/tickets-fcgi.service \
-			socket-activated/tickets-fcgi.socket; do \
+			socket-activated/tickets-fcgi.socket socket-activated/tickets-fcgi@.service \
+			socket-activated/tickets-fcgi@.socket; do \
 		sed 's|/usr/bin/tickets-fcgi|$(BINDIR)/tickets-fcgi|' deploy/systemd/$$f \
 			>$(DESTDIR)$(DATADIR)/systemd/$$f && chmod 0644 $(DESTDIR)$(DATADIR)/systemd/$$f || exit 1; \
 	done
 	$(INSTALL) -m 0644 deploy/systemd/env.example $(DESTDIR)$(DATADIR)/systemd/env.example
-	$(INSTALL) -m 0644 $(DESTDIR)$(DATADIR)/systemd/spawn-fcgi/tickets-fcgi.service $(DESTDIR)$(UNITDIR)/
+	$(INSTALL) -m 0644 $(DESTDIR)$(DATADIR)/systemd/$(SYSTEMD_UNITS)/* $(DESTDIR)$(UNITDIR)/
 	$(INSTALL) -m 0644 deploy/sysusers.d/tickets-fcgi.conf $(DESTDIR)$(SYSUSERSDIR)/tickets-fcgi.conf
+	$(INSTALL) -m 0644 deploy/tmpfiles.d/tickets-fcgi.conf $(DESTDIR)$(TMPFILESDIR)/tickets-fcgi.conf
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/tickets-fcgi
-	rm -f $(DESTDIR)$(UNITDIR)/tickets-fcgi.service $(DESTDIR)$(SYSUSERSDIR)/tickets-fcgi.conf
+	rm -f $(DESTDIR)$(BINDIR)/tickets-fcgi $(DESTDIR)$(MANDIR)/man8/tickets-fcgi.8
+	rm -f $(DESTDIR)$(UNITDIR)/tickets-fcgi.service $(DESTDIR)$(UNITDIR)/tickets-fcgi.socket \
+		$(DESTDIR)$(UNITDIR)/tickets-fcgi@.service $(DESTDIR)$(UNITDIR)/tickets-fcgi@.socket
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/tickets-fcgi.conf $(DESTDIR)$(TMPFILESDIR)/tickets-fcgi.conf
+	rm -f $(patsubst nginx/snippets/%,$(DESTDIR)$(NGINXSNIPPETDIR)/%,$(wildcard nginx/snippets/*.conf))
 	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
 
 format:
