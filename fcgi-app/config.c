@@ -103,6 +103,51 @@ void config_usage(const char *argv0)
            "  --version   print the version and exit\n");
 }
 
+/* Text for man(7): backslashes doubled, '-' as a minus (\-). */
+static void man_text(FILE *out, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\')
+            fputs("\\e", out);
+        else if (*s == '-')
+            fputs("\\-", out);
+        else
+            fputc(*s, out);
+    }
+}
+
+void config_man(FILE *out)
+{
+    static const char *const metavar[] = {
+        [OPT_STRING] = "VALUE", [OPT_LONG] = "N", [OPT_SECONDS] = "SECONDS",
+        [OPT_FLAG] = NULL};
+    size_t i;
+
+    fputs(".\\\" generated from the option table of fcgi-app/config.c\n", out);
+    for (i = 0; i < NOPTIONS; i++) {
+        const struct option_def *o = &options[i];
+
+        fputs(".TP\n\\fB\\-\\-", out);
+        man_text(out, o->flag);
+        fputs("\\fR", out);
+        if (metavar[o->type])
+            fprintf(out, "=\\fI%s\\fR", metavar[o->type]);
+        fputs(", \\fB", out);
+        man_text(out, o->env);
+        fputs("\\fR\n\\&", out);
+        man_text(out, o->help);
+        fputs(".\n.br\nDefault: ", out);
+        if (o->def) {
+            fputs("\\fB", out);
+            man_text(out, o->def);
+            fputs("\\fR", out);
+        } else {
+            fputs("unset", out);
+        }
+        fputs(".\n", out);
+    }
+}
+
 static int set_option(struct config *cfg, const struct option_def *o,
                       const char *value, const char *origin)
 {

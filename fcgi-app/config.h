@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* MySQL's limit for a named lock, in characters (MySQL 5.7+). */
 #define CONFIG_LOCK_NAME_MAX 64
@@ -61,6 +62,12 @@ int config_read_file(struct config *cfg, const char *path);
 
 /* Print the option table, as --help does. */
 void config_usage(const char *argv0);
+
+/*
+ * Print the option table as man(7) source (.TP paragraphs): the SETTINGS
+ * section of tickets-fcgi(8), built by man/man-settings.c.
+ */
+void config_man(FILE *out);
 
 /*
  * Read a secret file into a NUL-terminated buffer, less one trailing
