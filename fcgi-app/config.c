@@ -281,6 +281,20 @@ char *config_read_secret(const char *path, size_t *len)
     return buf;
 }
 
+/*
+ * A secret file that does not exist is what a first start after installing
+ * the package looks like: say what to put there and how.
+ */
+static void missing_secret_hint(const char *path, const char *what)
+{
+    fprintf(stderr,
+            "tickets-fcgi: first start? The operator creates %s with %s, "
+            "one line, readable by the app's group only:\n"
+            "    install -m 0640 -g tickets /dev/null %s  # then write it\n"
+            "  (see tickets-fcgi(8), FILES)\n",
+            path, what, path);
+}
+
 static int check(struct config *cfg)
 {
     size_t len;
@@ -293,8 +307,14 @@ static int check(struct config *cfg)
     cfg->jwt_secret =
         (unsigned char *)config_read_secret(cfg->jwt_secret_file, &len);
     if (!cfg->jwt_secret) {
+        int err = errno;
+
         fprintf(stderr, "tickets-fcgi: cannot read JWT secret file '%s': %s\n",
-                cfg->jwt_secret_file, strerror(errno));
+                cfg->jwt_secret_file, strerror(err));
+        if (err == ENOENT)
+            missing_secret_hint(cfg->jwt_secret_file,
+                                "the HS256 secret shared with the site that "
+                                "issues the tokens");
         return -1;
     }
     if (len == 0) {
@@ -306,9 +326,14 @@ static int check(struct config *cfg)
     if (cfg->db_password_file) {
         cfg->db_password = config_read_secret(cfg->db_password_file, &len);
         if (!cfg->db_password) {
+            int err = errno;
+
             fprintf(stderr,
                     "tickets-fcgi: cannot read password file '%s': %s\n",
-                    cfg->db_password_file, strerror(errno));
+                    cfg->db_password_file, strerror(err));
+            if (err == ENOENT)
+                missing_secret_hint(cfg->db_password_file,
+                                    "the database account's password");
             return -1;
         }
     }
