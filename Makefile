@@ -206,6 +206,31 @@ test-install: $(BUILD)/tickets-fcgi
 	$(Q)tests/install/test_install.sh
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/install $(PYTEST_ARGS)
 
+# The built binary is hardened as promised (readelf, nm, objdump).
+test-hardening: $(BUILD)/tickets-fcgi
+	$(Q)tests/hardening/check_binary.sh $(BUILD)/tickets-fcgi
+
+# tickets-fcgi(8) renders cleanly and lists exactly the settings of --help.
+test-man: $(BUILD)/tickets-fcgi $(BUILD)/tickets-fcgi.8
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi TICKETS_MAN=$(CURDIR)/$(BUILD)/tickets-fcgi.8 \
+		$(PYTHON) -m pytest -q tests/man $(PYTEST_ARGS)
+
+# The alert rules: promtool check and unit tests, then a real Prometheus
+# scraping two instances of a test stack with the shipped scrape config.
+# Installs Debian's prometheus if missing (as root).
+test-prometheus: $(BUILD)/tickets-fcgi
+	$(Q)command -v promtool >/dev/null || { [ "$$(id -u)" -eq 0 ] && \
+		DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends prometheus; } || \
+		{ echo "test-prometheus: install prometheus (apt-get install prometheus)"; exit 1; }
+	$(Q)promtool check rules deploy/prometheus/tickets-fcgi.rules.yml
+	$(Q)cd tests/prometheus && promtool test rules tickets-fcgi.rules.test.yml
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/prometheus $(PYTEST_ARGS)
+
+# The Debian package from a clean clone of HEAD: build, lintian, install,
+# check, remove, purge (tests/deb/run.sh; as root; a few minutes).
+test-deb:
+	$(Q)tests/deb/run.sh
+
 # The benchmark (docs/PERFORMANCE.md): about 7 minutes; never part of
 # make test, which only runs its 10-second smoke so the script does not rot.
 bench: all
