@@ -141,8 +141,10 @@ dpkg -P $PKG
 left=
 while read -r f; do
     [ "$f" = "/." ] || [ ! -e "$f" ] && continue
+    # usrmerge's /lib -> usr/lib and the like: not the package's
+    [ -L "$f" ] && [ -d "$f" ] && continue
     # a file, or a directory no other package owns, is the package's leftover
-    if [ ! -d "$f" ] || [ -L "$f" ] || ! dpkg -S "$f" >/dev/null 2>&1; then
+    if [ ! -d "$f" ] || ! dpkg -S "$f" >/dev/null 2>&1; then
         left="$left $f"
     fi
 done <"$WORK/files"
