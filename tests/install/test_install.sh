@@ -56,10 +56,19 @@ layout() {   # layout <destdir> <prefix>
     check "binary runs: --version is $version" \
         bash -c '[ "$("$1" --version)" = "tickets-fcgi $2" ]' _ "$bin" "$version"
     check "binary --help lists TICKETS_LISTEN" bash -c '"$1" --help | grep -q TICKETS_LISTEN' _ "$bin"
-    for f in schema.sql grants.sql demo.sql; do
+    for f in schema.sql grants.sql; do
         check "$p/share/tickets-fcgi/sql/$f, mode 644" mode_is "$share/sql/$f" 644
         check "  … same content as sql/$f" cmp -s "$share/sql/$f" "sql/$f"
     done
+    # production files only: no demo data, no benchmark SQL
+    check "only schema.sql and grants.sql in $p/share/tickets-fcgi/sql" \
+        bash -c '[ "$(ls "$1" | tr "\n" " ")" = "grants.sql schema.sql " ]' _ "$share/sql"
+    check "$p/share/man/man8/tickets-fcgi.8" \
+        bash -c 'grep -q "^\.TH TICKETS" "$1" && grep -q "TICKETS_JWT_SECRET_FILE" "$1"' _ "$d$p/share/man/man8/tickets-fcgi.8"
+    for f in tickets-fcgi.rules.yml prometheus.yml.example; do
+        check "$p/share/tickets-fcgi/prometheus/$f" cmp -s "$share/prometheus/$f" "deploy/prometheus/$f"
+    done
+    check "$p/share/doc/tickets-fcgi/DEPLOYMENT.md" cmp -s "$doc/DEPLOYMENT.md" docs/DEPLOYMENT.md
     check "$p/share/tickets-fcgi/nginx/tickets.conf" cmp -s "$share/nginx/tickets.conf" nginx/tickets.conf
     for f in nginx/snippets/*.conf; do
         check "$p/share/tickets-fcgi/nginx/snippets/$(basename "$f")" \
@@ -88,8 +97,11 @@ units() {   # units <destdir> <prefix>: the deploy/ files, when installed
         grep -q "^ExecStart=.* -- $p/bin/tickets-fcgi\$" "$unitdir/tickets-fcgi.service"
     check "$p/lib/sysusers.d/tickets-fcgi.conf" \
         cmp -s "$d$p/lib/sysusers.d/tickets-fcgi.conf" deploy/sysusers.d/tickets-fcgi.conf
+    check "$p/lib/tmpfiles.d/tickets-fcgi.conf" \
+        cmp -s "$d$p/lib/tmpfiles.d/tickets-fcgi.conf" deploy/tmpfiles.d/tickets-fcgi.conf
     for f in spawn-fcgi/tickets-fcgi.service socket-activated/tickets-fcgi.service \
-             socket-activated/tickets-fcgi.socket env.example; do
+             socket-activated/tickets-fcgi.socket socket-activated/tickets-fcgi@.service \
+             socket-activated/tickets-fcgi@.socket env.example; do
         check "$p/share/tickets-fcgi/systemd/$f" test -f "$ex/$f"
     done
     check "socket-activated example runs $p/bin/tickets-fcgi" \

@@ -13,7 +13,8 @@ starts a unit. What is checked instead:
 - deploy/systemd/env.example names only variables the app knows;
 - the spawn-fcgi unit's ExecStart, run as written (paths moved into a temp
   dir) by an unprivileged user with the unit's group set-up, serves claims
-  on a socket only the www-data group can reach, and exits 0 on SIGTERM;
+  on a socket only the tickets-socket group (nginx) can reach, in no group
+  of nginx's, and exits 0 on SIGTERM;
 - the socket-activated convention, for real with systemd's own
   systemd-socket-activate --inetd: the listening socket as standard input
   (and output), no LISTEN_FDS, exactly what StandardInput=socket hands over;
@@ -54,6 +55,9 @@ DEPLOY = os.path.join(ROOT, "deploy")
 SPAWN_UNIT = os.path.join(DEPLOY, "systemd", "spawn-fcgi", "tickets-fcgi.service")
 SA_SOCKET = os.path.join(DEPLOY, "systemd", "socket-activated", "tickets-fcgi.socket")
 SA_SERVICE = os.path.join(DEPLOY, "systemd", "socket-activated", "tickets-fcgi.service")
+TPL_SOCKET = os.path.join(DEPLOY, "systemd", "socket-activated", "tickets-fcgi@.socket")
+TPL_SERVICE = os.path.join(DEPLOY, "systemd", "socket-activated", "tickets-fcgi@.service")
+SYSUSERS = os.path.join(DEPLOY, "sysusers.d", "tickets-fcgi.conf")
 ENV_EXAMPLE = os.path.join(DEPLOY, "systemd", "env.example")
 APP_BIN = os.path.abspath(os.environ.get("TICKETS_BIN")
                           or os.path.join(ROOT, "build", "tickets-fcgi"))
@@ -102,10 +106,11 @@ def parse_env_file(path):
 
 
 def rendered(path, out_dir, bin_path):
-    """A copy of a unit file whose /usr/bin/tickets-fcgi is bin_path."""
+    """A copy of a unit file whose /usr/bin/tickets-fcgi is bin_path (a
+    template as its instance "app2")."""
     with open(path) as f:
         text = f.read().replace("/usr/bin/tickets-fcgi", bin_path)
-    dst = os.path.join(out_dir, os.path.basename(path))
+    dst = os.path.join(out_dir, os.path.basename(path).replace("@.", "@app2."))
     with open(dst, "w") as f:
         f.write(text)
     return dst
@@ -121,8 +126,9 @@ need_root = pytest.mark.skipif(os.geteuid() != 0,
 # static checks
 
 @need_analyze
-@pytest.mark.parametrize("units", [[SPAWN_UNIT], [SA_SOCKET, SA_SERVICE]],
-                         ids=["spawn-fcgi", "socket-activated"])
+@pytest.mark.parametrize("units", [[SPAWN_UNIT], [SA_SOCKET, SA_SERVICE],
+                                   [TPL_SOCKET, TPL_SERVICE]],
+                         ids=["spawn-fcgi", "socket-activated", "template"])
 def test_systemd_analyze_verify_is_silent(units, tmp_path):
     assert os.access(APP_BIN, os.X_OK), "build the app first (make)"
     files = [rendered(u, str(tmp_path), APP_BIN) for u in units]
@@ -132,8 +138,8 @@ def test_systemd_analyze_verify_is_silent(units, tmp_path):
 
 
 @need_analyze
-@pytest.mark.parametrize("unit", [SPAWN_UNIT, SA_SERVICE],
-                         ids=["spawn-fcgi", "socket-activated"])
+@pytest.mark.parametrize("unit", [SPAWN_UNIT, SA_SERVICE, TPL_SERVICE],
+                         ids=["spawn-fcgi", "socket-activated", "template"])
 def test_systemd_analyze_security_offline(unit, tmp_path):
     f = rendered(unit, str(tmp_path), APP_BIN)
     # --threshold=30: fail above an exposure of 3.0 ("OK" is below 4.0)
@@ -158,7 +164,10 @@ def test_spawn_fcgi_unit_settings():
     assert int(argv[argv.index("-b") + 1]) >= 1024
     assert argv[argv.index("--") + 1:] == ["/usr/bin/tickets-fcgi"]
     assert s("RuntimeDirectory") == "tickets-fcgi"
-    assert s("User") == "tickets" and s("Group") == "www-data"
+    # the socket's group is one of its own, shared with nginx only: never
+    # www-data's (on Debian it also owns php-fpm's socket)
+    assert s("User") == "tickets" and s("Group") == "tickets-socket"
+    assert "www-data" not in (s("SupplementaryGroups") or "").split()
     assert s("Restart") == "on-failure"
     assert s("StandardError") == "journal" and s("StandardOutput") == "journal"
     assert int(s("LimitNOFILE")) >= 4096
@@ -170,6 +179,39 @@ def test_spawn_fcgi_unit_settings():
     # stop within the app's own bound: lock timeout + db timeout + 5 s
     assert int(s("TimeoutStopSec").rstrip("s")) >= 3 + 10 + 5
     assert s("ExecReload") is None       # the app ignores SIGHUP
+
+
+def test_sysusers_gives_nginx_the_socket_group_and_the_app_not_nginx_s():
+    lines = [tuple(line.split()[:3]) for line in open(SYSUSERS)
+             if line.strip() and not line.startswith("#")]
+    assert ("u", "tickets", "-") in lines
+    assert ("g", "tickets-socket", "-") in lines
+    assert ("m", "www-data", "tickets-socket") in lines
+    # nginx must not read the secrets (root:tickets 0640)
+    assert ("m", "www-data", "tickets") not in lines
+    assert not [m for m in lines if m[0] == "m" and m[1] == "tickets"]
+
+
+@pytest.mark.parametrize("unit", [SPAWN_UNIT, SA_SERVICE, TPL_SERVICE],
+                         ids=["spawn-fcgi", "socket-activated", "template"])
+def test_no_core_dumps(unit):
+    """A core dump would hold the JWT secret and the database password."""
+    assert setting(parse_unit(unit), "Service", "LimitCORE") == "0"
+
+
+def test_template_instance_serves_its_own_socket():
+    so, sv = parse_unit(TPL_SOCKET), parse_unit(TPL_SERVICE)
+    assert setting(so, "Socket", "ListenStream") == "/run/tickets-fcgi/%i.sock"
+    assert setting(so, "Socket", "SocketGroup") == "www-data"
+    assert "tickets-fcgi@%i.socket" in setting(sv, "Unit", "Requires")
+    envs = [v for k, v in sv["Service"] if k == "EnvironmentFile"]
+    assert envs == ["/etc/tickets-fcgi/env", "-/etc/tickets-fcgi/%i.env"]
+    # the rest as the default instance's service
+    base = dict(parse_unit(SA_SERVICE)["Service"])
+    tpl = dict(sv["Service"])
+    for k in ("User", "Group", "ExecStart", "StandardInput", "StandardOutput",
+              "StandardError", "UnsetEnvironment", "LimitCORE", "SystemCallFilter"):
+        assert tpl.get(k) == base.get(k), k
 
 
 def test_socket_activated_unit_settings():
@@ -283,9 +325,11 @@ def stop(proc, timeout=30):
 @need_root
 def test_spawn_fcgi_unit_execstart_as_written(stack, world):
     """The unit's ExecStart, as an unprivileged user whose primary group is
-    www-data (User=tickets, Group=www-data; `nobody` stands in for tickets,
-    group nogroup for the supplementary group tickets that reads the
-    secrets), in a runtime directory made as RuntimeDirectory= would."""
+    the socket's group (User=tickets, Group=tickets-socket; `nobody` stands
+    in for tickets, the unused gid 48152 for tickets-socket, group nogroup
+    for the supplementary group tickets that reads the secrets), in a
+    runtime directory made as RuntimeDirectory= would. nginx is a member of
+    tickets-socket (sysusers.d); the app is in no group of nginx's."""
     u = parse_unit(SPAWN_UNIT)
     d = world["dir"]
     os.chmod(stack.dir, 0o711)               # reach mysql.sock (mode 0777)
@@ -293,8 +337,9 @@ def test_spawn_fcgi_unit_execstart_as_written(stack, world):
     run.mkdir()
     nobody = pwd.getpwnam("nobody").pw_uid
     www = grp.getgrnam("www-data").gr_gid
+    sockgrp = 48152                          # stands for tickets-socket
     nogroup = grp.getgrnam("nogroup").gr_gid
-    os.chown(run, nobody, www)
+    os.chown(run, nobody, sockgrp)
     os.chmod(run, 0o750)                      # RuntimeDirectoryMode=0750
     app = d / "tickets-fcgi"
     shutil.copy(APP_BIN, app)
@@ -306,7 +351,7 @@ def test_spawn_fcgi_unit_execstart_as_written(stack, world):
     log = d / "app.log"
     with open(log, "wb") as f:
         p = subprocess.Popen(
-            ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % www,
+            ["setpriv", "--reuid=%d" % nobody, "--regid=%d" % sockgrp,
              "--groups=%d" % nogroup, "--no-new-privs", "--"] + argv,
             env=world["env"], stdin=subprocess.DEVNULL, stdout=f, stderr=f,
             start_new_session=True)
@@ -314,26 +359,32 @@ def test_spawn_fcgi_unit_execstart_as_written(stack, world):
         sock = str(run / "app.sock")
         wait_socket(sock, p)
         st = os.stat(sock)
-        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, www, 0o660)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (nobody, sockgrp, 0o660)
         # spawn-fcgi -n execs the app in place: the pid systemd supervises
         # is the app's
         deadline = time.monotonic() + 5
         while os.readlink("/proc/%d/exe" % p.pid) != str(app):
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        # the app holds none of www-data's privileges
+        with open("/proc/%d/status" % p.pid) as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        gids = set(status["Gid"].split()) | set(status["Groups"].split())
+        assert str(www) not in gids, status["Gid"] + status["Groups"]
         claim_twice(sock, world["token"])
-        # nginx's group can connect; others cannot (mode 0660, dir 0750)
+        # nginx, a member of the socket's group, can connect; others cannot
+        # (mode 0660, dir 0750), www-data's group alone included
         probe = ("import socket,sys; s=socket.socket(socket.AF_UNIX);"
                  "s.connect(sys.argv[1])")
-        ok = subprocess.run(["setpriv", "--reuid=48151", "--regid=48151",
-                             "--groups=%d" % www, "--", sys.executable, "-c", probe,
+        ok = subprocess.run(["setpriv", "--reuid=48151", "--regid=%d" % www,
+                             "--groups=%d" % sockgrp, "--", sys.executable, "-c", probe,
                              sock], capture_output=True)
         assert ok.returncode == 0, ok.stderr
-        # any other user (an unused uid) is refused
-        denied = subprocess.run(["setpriv", "--reuid=48151", "--regid=48151",
-                                 "--clear-groups", "--", sys.executable, "-c", probe,
-                                 sock], capture_output=True)
-        assert b"PermissionError" in denied.stderr
+        for groups in (["--clear-groups"], ["--groups=%d" % www]):
+            denied = subprocess.run(["setpriv", "--reuid=48151", "--regid=48151"]
+                                    + groups + ["--", sys.executable, "-c", probe,
+                                                sock], capture_output=True)
+            assert b"PermissionError" in denied.stderr, groups
     finally:
         rc = stop(p)
     assert rc == 0
