@@ -115,6 +115,22 @@ for u in "${units[@]}"; do grep -q '^\[Service\]' "$u" || continue
     grep -qx 'LimitCORE=0' "$u" || fail "$u: no LimitCORE=0"; done
 echo "verified: ${units[*]}"
 
+step "nginx -t: the shipped site with the installed snippets"
+mkdir "$WORK/nginx"
+ln -s /etc/nginx/snippets "$WORK/nginx/snippets"
+sed "s|/var/log/nginx/|$WORK/nginx/|g" /usr/share/$PKG/nginx/tickets.conf >"$WORK/nginx/site.conf"
+cat >"$WORK/nginx/nginx.conf" <<NGINX
+pid $WORK/nginx/nginx.pid;
+error_log stderr;
+events {}
+http {
+    include /etc/nginx/mime.types;
+    include $WORK/nginx/site.conf;
+}
+NGINX
+nginx -t -q -p "$WORK/nginx/" -c "$WORK/nginx/nginx.conf" || fail "nginx -t on the shipped site"
+echo "nginx -t: ok"
+
 step "the installed app: first start, --check-config, a request"
 "$PYTHON" "$ROOT/tests/deb/installed.py"
 

@@ -117,9 +117,9 @@ units() {   # units <destdir> <prefix>: the deploy/ files, when installed
             sed "s|$p/bin/tickets-fcgi|$d$p/bin/tickets-fcgi|" "$ex/socket-activated/$f" >"$v/b/$f"
         done
         check "systemd-analyze verify: spawn-fcgi unit, silent" bash -c \
-            'out=$(systemd-analyze verify "$1/a/tickets-fcgi.service" 2>&1) && [ -z "$out" ] || { echo "$out" >&2; false; }' _ "$v"
+            'out=$(systemd-analyze verify --man=no "$1/a/tickets-fcgi.service" 2>&1) && [ -z "$out" ] || { echo "$out" >&2; false; }' _ "$v"
         check "systemd-analyze verify: socket + service, silent" bash -c \
-            'out=$(systemd-analyze verify "$1/b/tickets-fcgi.socket" "$1/b/tickets-fcgi.service" 2>&1) && [ -z "$out" ] || { echo "$out" >&2; false; }' _ "$v"
+            'out=$(systemd-analyze verify --man=no "$1/b/tickets-fcgi.socket" "$1/b/tickets-fcgi.service" 2>&1) && [ -z "$out" ] || { echo "$out" >&2; false; }' _ "$v"
     else
         echo "  skip  systemd-analyze not installed (apt-get install systemd)"
     fi
