@@ -113,6 +113,9 @@ out=$(systemd-analyze verify "${units[@]}" 2>&1) || fail "systemd-analyze verify
 [ -z "$out" ] || fail "systemd-analyze verify: $out"
 for u in "${units[@]}"; do grep -q '^\[Service\]' "$u" || continue
     grep -qx 'LimitCORE=0' "$u" || fail "$u: no LimitCORE=0"; done
+for doc in $(sed -n 's/^Documentation=//p' "${units[@]}" | tr ' ' '\n' | sed -n 's|^file:||p' | sort -u); do
+    [ -f "$doc" ] || fail "Documentation=file:$doc: no such file"
+done
 echo "verified: ${units[*]}"
 
 step "nginx -t: the shipped site with the installed snippets"
