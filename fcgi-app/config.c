@@ -53,6 +53,11 @@ static const struct option_def options[] = {
     {"db-timeout", "TICKETS_DB_TIMEOUT", "10", OPT_SECONDS, OFF(db_timeout_us),
      1, 3600, "seconds a MySQL connect, read or write may take (on top of "
               "the lock wait)"},
+    {"request-timeout", "TICKETS_REQUEST_TIMEOUT", "15", OPT_SECONDS,
+     OFF(request_timeout_us), 1, 3600,
+     "seconds a claim may take from its arrival; past it no statement "
+     "starts and nothing commits (503 unavailable); keep it plus "
+     "TICKETS_DB_TIMEOUT below the front's read timeout"},
     {"lock-prefix", "TICKETS_LOCK_PREFIX", "tickets:user:", OPT_STRING,
      OFF(lock_prefix), 0, 0, "named lock prefix; the user id follows it"},
     {"listen", "TICKETS_LISTEN", NULL, OPT_STRING, OFF(listen), 0, 0,

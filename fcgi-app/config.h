@@ -15,6 +15,14 @@
 
 /* MySQL's limit for a named lock, in characters (MySQL 5.7+). */
 #define CONFIG_LOCK_NAME_MAX 64
+/*
+ * fastcgi_read_timeout of the shipped nginx (nginx/snippets/
+ * tickets-fastcgi.conf; a test keeps the two equal): a claim must be
+ * answered before it, so --check-config warns when TICKETS_REQUEST_TIMEOUT
+ * plus one statement's TICKETS_DB_TIMEOUT reach it.
+ */
+#define CONFIG_FRONT_READ_TIMEOUT_S 30
+
 /* Digits of the largest user id (INT64_MAX). */
 #define CONFIG_USER_ID_DIGITS 19
 
@@ -32,6 +40,7 @@ struct config {
     long threads;
     int64_t lock_timeout_us; /* GET_LOCK wait */
     int64_t db_timeout_us;   /* connect/read/write timeouts on top of it */
+    int64_t request_timeout_us; /* a claim's budget from its arrival */
     char *lock_prefix;
     char *listen;           /* NULL: serve the socket on fd 0 */
     long max_conns;         /* open connections from the front, at most */

@@ -85,6 +85,7 @@ struct conn_layer {
     int nslots;
     struct fd_list lists[SLOT_CLOSING + 1]; /* by state; [SLOT_FREE] unused */
     int *ready;         /* ring of descriptors holding a whole request */
+    int64_t *ready_since; /* ... and when each began to arrive */
     long ready_cap, ready_head, ready_n;
     long open;
     bool listening;     /* listen_fd is in the epoll set */
@@ -276,8 +277,14 @@ static void close_watched(struct conn_layer *l, int fd)
 
 static void hand_over(struct conn_layer *l, int fd)
 {
+    long at = (l->ready_head + l->ready_n) % l->ready_cap;
+
+    /* an idle kept connection's request began now, on this event */
+    l->ready_since[at] = l->slots[fd].state == SLOT_IDLE
+                             ? util_now_us()
+                             : l->slots[fd].since_us;
     unwatch(l, fd);
-    l->ready[(l->ready_head + l->ready_n) % l->ready_cap] = fd;
+    l->ready[at] = fd;
     l->ready_n++;
     pthread_cond_signal(&l->ready_cv);
     update_gauges(l);
@@ -631,7 +638,8 @@ struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
     l->slots = calloc((size_t)l->nslots, sizeof(*l->slots));
     l->ready_cap = l->max_conns;
     l->ready = calloc((size_t)l->ready_cap, sizeof(*l->ready));
-    if (!l->slots || !l->ready)
+    l->ready_since = calloc((size_t)l->ready_cap, sizeof(*l->ready_since));
+    if (!l->slots || !l->ready || !l->ready_since)
         abort();
     flags = fcntl(listen_fd, F_GETFL);
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -667,12 +675,13 @@ fail:
     if (l->dead_fd >= 0)
         close(l->dead_fd);
     free(l->ready);
+    free(l->ready_since);
     free(l->slots);
     free(l);
     return NULL;
 }
 
-int conn_next(struct conn_layer *l)
+int conn_next(struct conn_layer *l, int64_t *arrived_us)
 {
     int fd = -1;
 
@@ -681,6 +690,7 @@ int conn_next(struct conn_layer *l)
         pthread_cond_wait(&l->ready_cv, &l->mu);
     if (l->ready_n > 0) {
         fd = l->ready[l->ready_head];
+        *arrived_us = l->ready_since[l->ready_head];
         l->ready_head = (l->ready_head + 1) % l->ready_cap;
         l->ready_n--;
     }
@@ -774,6 +784,7 @@ void conn_free(struct conn_layer *l)
     pthread_cond_destroy(&l->ready_cv);
     pthread_mutex_destroy(&l->mu);
     free(l->ready);
+    free(l->ready_since);
     free(l->slots);
     free(l);
 }

@@ -75,10 +75,12 @@ struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
 
 /*
  * Block until a connection holds a whole request and return its
- * descriptor, now the caller's; -1 once the layer is stopping and nothing
- * is left to serve.
+ * descriptor, now the caller's, with *arrived_us the time (util_now_us)
+ * its request began to arrive (the accept, for a new connection): the
+ * front's timer runs from about then.  -1 once the layer is stopping and
+ * nothing is left to serve.
  */
-int conn_next(struct conn_layer *l);
+int conn_next(struct conn_layer *l, int64_t *arrived_us);
 
 /* The caller is done with fd and the front may send another request. */
 void conn_release(struct conn_layer *l, int fd);

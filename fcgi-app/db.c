@@ -568,11 +568,11 @@ static void lock_name(const struct db *db, int64_t user_id, char *out,
     snprintf(out, size, "%s%" PRId64, db->cfg->lock_prefix, user_id);
 }
 
-enum db_status db_user_lock(struct db *db, int64_t user_id)
+enum db_status db_user_lock(struct db *db, int64_t user_id, int64_t wait_us)
 {
     char name[CONFIG_LOCK_NAME_MAX + 1];
     unsigned long name_len;
-    double timeout = (double)db->cfg->lock_timeout_us / 1e6;
+    double timeout = (double)wait_us / 1e6;
     MYSQL_BIND p[2], r[1];
     my_bool null = 0;
     int64_t got = 0, t0;

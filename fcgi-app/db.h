@@ -100,12 +100,13 @@ enum db_status db_list_events(struct db *db, unsigned limit,
                               void *ctx);
 
 /*
- * The per-user named lock, GET_LOCK(prefix || user_id, lock timeout).
- * Must not be held already (a session may hold a name twice and would then
- * owe two releases).  DB_OK: held; DB_LOCK_TIMEOUT; DB_UNAVAILABLE.  May
- * reconnect first, since no lock is held yet.
+ * The per-user named lock, GET_LOCK(prefix || user_id, wait_us / 1e6 s):
+ * the caller's share of TICKETS_LOCK_TIMEOUT.  Must not be held already (a
+ * session may hold a name twice and would then owe two releases).  DB_OK:
+ * held; DB_LOCK_TIMEOUT; DB_UNAVAILABLE.  May reconnect first, since no
+ * lock is held yet.
  */
-enum db_status db_user_lock(struct db *db, int64_t user_id);
+enum db_status db_user_lock(struct db *db, int64_t user_id, int64_t wait_us);
 /*
  * Release it.  If RELEASE_LOCK fails or does not answer 1, the connection
  * is closed, which frees the lock on the server.  Always leaves no lock held.

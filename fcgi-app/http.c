@@ -137,7 +137,7 @@ static void read_body(struct http_request *r)
     r->body_len = total;
 }
 
-int http_accept(struct http_request *r, int fd)
+int http_accept(struct http_request *r, int fd, int64_t arrived_us)
 {
     struct http_conn *c = r->conn;
     char **env;
@@ -163,7 +163,7 @@ int http_accept(struct http_request *r, int fd)
     c->accepted = true;
     c->responded = false;
     c->undrained = false;
-    r->start_us = util_now_us();
+    r->start_us = arrived_us;
     env = c->fcgx.envp;
     r->method = FCGX_GetParam("REQUEST_METHOD", env);
     if (!r->method)

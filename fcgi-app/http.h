@@ -45,7 +45,7 @@ struct http_request {
     int64_t event_id;          /* 0: unknown */
     const char *outcome;
     int status;
-    int64_t start_us;
+    int64_t start_us;          /* when it began to arrive */
     struct inflight_waiter waiter; /* while parked */
     struct http_conn *conn;
 };
@@ -62,10 +62,11 @@ void http_request_free(struct http_request *r);
 
 /*
  * Read the request waiting on fd, a connection the layer handed over, which
- * r now owns.  0 on success; a negative errno from FCGX_Accept_r when fd
+ * r now owns; arrived_us is when the request began to arrive (conn_next),
+ * its start_us.  0 on success; a negative errno from FCGX_Accept_r when fd
  * held no valid request, in which case it was closed.
  */
-int http_accept(struct http_request *r, int fd);
+int http_accept(struct http_request *r, int fd, int64_t arrived_us);
 
 /*
  * Send a response.  status is the HTTP status; body is taken (its reference

@@ -178,6 +178,14 @@ static int check_config(const struct config *cfg)
     struct db *db;
     int ok;
 
+    if (cfg->request_timeout_us + cfg->db_timeout_us >=
+        (int64_t)CONFIG_FRONT_READ_TIMEOUT_S * 1000000)
+        fprintf(stderr, "tickets-fcgi: warning: TICKETS_REQUEST_TIMEOUT "
+                        "(%.1f s) plus TICKETS_DB_TIMEOUT (%.1f s) reach the "
+                        "shipped nginx fastcgi_read_timeout (%d s): a claim "
+                        "could commit after nginx has answered 504\n",
+                (double)cfg->request_timeout_us / 1e6,
+                (double)cfg->db_timeout_us / 1e6, CONFIG_FRONT_READ_TIMEOUT_S);
     if (db_library_init() < 0) {
         fprintf(stderr, "tickets-fcgi: cannot initialise the MySQL client\n");
         return 2;

@@ -19,6 +19,9 @@
       "Database connections opened (first connect and reconnects)")           \
     X(tx_retries, "tickets_db_transaction_retries_total",                     \
       "Claim transactions retried after a deadlock")                          \
+    X(deadline_exceeded, "tickets_claim_deadline_exceeded_total",            \
+      "Claims answered 503 unavailable because TICKETS_REQUEST_TIMEOUT "      \
+      "passed before they could finish (nothing was committed)")            \
     X(coalesced, "tickets_coalesced_claims_total",                            \
       "Claims answered from a concurrent claim of the same user in this "     \
       "process")                                                              \

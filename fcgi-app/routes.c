@@ -237,29 +237,39 @@ static bool body_ok(struct http_request *r)
     return true;
 }
 
+/* A claim's budget: its request's deadline, the whole lock timeout. */
+static const struct claim_budget *budget_of(const struct route_ctx *ctx,
+                                            const struct http_request *r,
+                                            struct claim_budget *b)
+{
+    b->deadline_us = r->start_us + ctx->cfg->request_timeout_us;
+    b->lock_wait_us = ctx->cfg->lock_timeout_us;
+    return b;
+}
+
 static enum claim_outcome claim_one(const struct route_ctx *ctx,
-                                    struct http_request *r, struct ticket *t)
+                                    struct http_request *r,
+                                    const struct claim_budget *b,
+                                    struct ticket *t)
 {
     return tickets_claim(ctx->db, ctx->cfg->unsafe_no_lock, r->user_id,
-                         r->event_id, t);
+                         r->event_id, b, t);
 }
 
 /*
  * Lead the claims of one user: answer our own, then every claim that was
- * parked meanwhile.  A parked claim of the event just claimed gets that
- * outcome (a created ticket is "existing" for it, as for any retry); one of
- * another event is claimed in turn.  When the user's lock was busy or the
- * database failed, every parked claim gets that answer at once rather than
- * waiting its turn through the same failure.
+ * parked meanwhile, each as tickets_coalesce() decides: the outcome just
+ * found, or a claim of its own within its own budget.
  */
 static void lead(const struct route_ctx *ctx, struct http_request *r)
 {
     int64_t user_id = r->user_id, event_id = r->event_id;
     struct inflight_waiter *w;
+    struct claim_budget b;
     struct ticket t;
-    enum claim_outcome o;
+    enum claim_outcome o, fo;
 
-    o = claim_one(ctx, r, &t);
+    o = claim_one(ctx, r, budget_of(ctx, r, &b), &t);
     respond(r, o, &t, true);
     http_finish(r);
     while ((w = inflight_take(user_id))) {
@@ -268,15 +278,19 @@ static void lead(const struct route_ctx *ctx, struct http_request *r)
                 ((char *)w - offsetof(struct http_request, waiter));
 
             w = w->next;
-            if (f->event_id != event_id && o != CLAIM_BUSY &&
-                o != CLAIM_UNAVAILABLE) {
+            budget_of(ctx, f, &b);
+            if (tickets_coalesce(event_id, o, f->event_id, f->start_us,
+                                 b.deadline_us, ctx->cfg->lock_timeout_us,
+                                 util_now_us(), &fo, &b) == COALESCE_CLAIM) {
                 event_id = f->event_id;
-                o = claim_one(ctx, f, &t);
-                respond(f, o, &t, true);
+                fo = o = claim_one(ctx, f, &b, &t);
+            } else if (fo == CLAIM_UNAVAILABLE && util_now_us() >=
+                                                       b.deadline_us) {
+                metrics_inc(METRIC_deadline_exceeded);
             } else {
                 metrics_inc(METRIC_coalesced);
-                respond(f, o == CLAIM_CREATED ? CLAIM_EXISTING : o, &t, true);
             }
+            respond(f, fo, &t, true);
             http_request_free(f); /* finishes it */
         }
     }
@@ -286,12 +300,13 @@ static enum route_result participation_post(const struct route_ctx *ctx,
                                             struct http_request *r,
                                             const char *arg, size_t arg_len)
 {
+    struct claim_budget b;
     struct ticket t;
 
     if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
         return ROUTE_DONE;
     if (ctx->cfg->unsafe_no_lock) {
-        respond(r, claim_one(ctx, r, &t), &t, true);
+        respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
         return ROUTE_DONE;
     }
     switch (inflight_enter(r->user_id, &r->waiter)) {
@@ -303,7 +318,7 @@ static enum route_result participation_post(const struct route_ctx *ctx,
     case INFLIGHT_ALONE:
         break;
     }
-    respond(r, claim_one(ctx, r, &t), &t, true);
+    respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
     return ROUTE_DONE;
 }
 

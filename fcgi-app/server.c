@@ -66,15 +66,16 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct server *s = w->srv;
     struct route_ctx ctx;
+    int64_t arrived;
     int fd;
 
     w->db = db_new(s->cfg);
     ctx.db = w->db;
     ctx.cfg = s->cfg;
-    while ((fd = conn_next(s->conns)) >= 0) {
+    while ((fd = conn_next(s->conns, &arrived)) >= 0) {
         if (!w->req)
             w->req = http_request_new(s->conns);
-        if (http_accept(w->req, fd) == 0)
+        if (http_accept(w->req, fd, arrived) == 0)
             serve_one(w, &ctx);
     }
     http_request_free(w->req);

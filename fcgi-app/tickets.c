@@ -105,17 +105,57 @@ static enum claim_outcome refusal(struct db *db, int64_t user_id,
     return tickets_decide(&f);
 }
 
+enum coalesce_action tickets_coalesce(int64_t last_event_id,
+                                      enum claim_outcome last,
+                                      int64_t event_id, int64_t arrived_us,
+                                      int64_t deadline_us,
+                                      int64_t lock_timeout_us, int64_t now_us,
+                                      enum claim_outcome *outcome,
+                                      struct claim_budget *budget)
+{
+    int64_t waited = now_us - arrived_us;
+
+    *outcome = last;
+    if (now_us >= deadline_us) {
+        *outcome = CLAIM_UNAVAILABLE;
+        return COALESCE_COPY;
+    }
+    if (last == CLAIM_UNAVAILABLE)
+        return COALESCE_COPY;
+    if (event_id == last_event_id && last != CLAIM_BUSY) {
+        if (last == CLAIM_CREATED)
+            *outcome = CLAIM_EXISTING;
+        return COALESCE_COPY;
+    }
+    if (waited >= lock_timeout_us) {
+        *outcome = CLAIM_BUSY;
+        return COALESCE_COPY;
+    }
+    budget->deadline_us = deadline_us;
+    budget->lock_wait_us = lock_timeout_us - waited;
+    return COALESCE_CLAIM;
+}
+
+/* Past the claim's deadline: start no statement, commit nothing. */
+static bool late(const struct claim_budget *b)
+{
+    if (util_now_us() < b->deadline_us)
+        return false;
+    metrics_inc(METRIC_deadline_exceeded);
+    return true;
+}
+
 /* One transaction attempt.  Returns CLAIM_* or -1 to try again. */
 static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
-                         struct ticket *out)
+                         const struct claim_budget *b, struct ticket *out)
 {
     enum db_status rc;
     enum claim_outcome o;
 
     new_ticket(out, user_id, event_id);
-    if (db_begin(db) != DB_OK)
+    if (late(b) || db_begin(db) != DB_OK)
         return CLAIM_UNAVAILABLE;
-    rc = db_take_seat(db, user_id, event_id);
+    rc = late(b) ? DB_UNAVAILABLE : db_take_seat(db, user_id, event_id);
     if (rc == DB_NOT_FOUND) {
         /* a rule failed, or the ticket exists: read again which */
         db_rollback(db);
@@ -124,7 +164,7 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
         return o == CLAIM_CREATED ? -1 : (int)o;
     }
     if (rc == DB_OK)
-        rc = db_insert_ticket(db, out);
+        rc = late(b) ? DB_UNAVAILABLE : db_insert_ticket(db, out);
     if (rc == DB_DUPLICATE) {
         /* only without the lock: another claim inserted first */
         db_rollback(db);
@@ -135,7 +175,7 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
         return rc == DB_NOT_FOUND ? -1 : CLAIM_UNAVAILABLE;
     }
     if (rc == DB_OK) {
-        rc = db_commit(db);
+        rc = late(b) ? DB_UNAVAILABLE : db_commit(db);
         if (rc == DB_OK)
             return CLAIM_CREATED;
     }
@@ -154,6 +194,7 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
  */
 static enum claim_outcome claim_locked(struct db *db, bool locked,
                                        int64_t user_id, int64_t event_id,
+                                       const struct claim_budget *b,
                                        struct ticket *out)
 {
     int attempt, r;
@@ -161,7 +202,7 @@ static enum claim_outcome claim_locked(struct db *db, bool locked,
     for (attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
         if (locked && db_locks_held(db) == 0)
             return CLAIM_UNAVAILABLE;
-        r = claim_attempt(db, user_id, event_id, out);
+        r = claim_attempt(db, user_id, event_id, b, out);
         if (r >= 0)
             return (enum claim_outcome)r;
     }
@@ -171,13 +212,15 @@ static enum claim_outcome claim_locked(struct db *db, bool locked,
 
 enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
                                  int64_t user_id, int64_t event_id,
+                                 const struct claim_budget *budget,
                                  struct ticket *out)
 {
     struct claim_facts f;
     enum claim_outcome o;
     enum db_status rc;
+    int64_t wait;
 
-    if (db_claim_glance(db, user_id, event_id, &f) != DB_OK)
+    if (late(budget) || db_claim_glance(db, user_id, event_id, &f) != DB_OK)
         return CLAIM_UNAVAILABLE;
     o = tickets_decide(&f);
     if (o == CLAIM_SOLD_OUT) {
@@ -191,12 +234,18 @@ enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
     if (o != CLAIM_CREATED)
         return o;
     if (unsafe_no_lock)
-        return claim_locked(db, false, user_id, event_id, out);
+        return claim_locked(db, false, user_id, event_id, budget, out);
 
-    rc = db_user_lock(db, user_id);
+    /* the lock wait ends by the deadline, then at least a little */
+    wait = budget->deadline_us - util_now_us();
+    if (wait > budget->lock_wait_us)
+        wait = budget->lock_wait_us;
+    if (wait <= 0 && late(budget))
+        return CLAIM_UNAVAILABLE;
+    rc = db_user_lock(db, user_id, wait);
     if (rc != DB_OK) /* busy or unavailable: nothing held */
         return rc == DB_LOCK_TIMEOUT ? CLAIM_BUSY : CLAIM_UNAVAILABLE;
-    o = claim_locked(db, true, user_id, event_id, out);
+    o = claim_locked(db, true, user_id, event_id, budget, out);
     db_user_unlock(db, user_id); /* created, refused or failed: all pass here */
     return o;
 }

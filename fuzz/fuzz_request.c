@@ -272,6 +272,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     int fd;
     ssize_t got;
     bool head_only;
+    int64_t arrived;
+    int fd_ready;
 
     if (size > FUZZ_MAX_INPUT)
         return 0;
@@ -323,7 +325,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         abort();
     }
     shutdown(fd, SHUT_WR);
-    if (http_accept(req, conn_next(conns)) != 0) {
+    fd_ready = conn_next(conns, &arrived);
+    if (http_accept(req, fd_ready, arrived) != 0) {
         fprintf(stderr, "http_accept failed on a well-formed request\n");
         abort();
     }

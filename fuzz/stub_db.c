@@ -154,7 +154,7 @@ enum db_status db_list_events(struct db *db, unsigned limit,
     return DB_OK;
 }
 
-enum db_status db_user_lock(struct db *db, int64_t user_id)
+enum db_status db_user_lock(struct db *db, int64_t user_id, int64_t wait_us)
 {
     if (db->locks_held)
         fail("GET_LOCK while a named lock is held");

@@ -123,12 +123,98 @@ static void outcome_names(void **state)
     assert_string_equal(tickets_outcome_name(CLAIM_NO_TICKET), "no_ticket");
 }
 
+/* tickets_coalesce: what the leader does with a parked claim.  Times in
+ * seconds from 0; the lock timeout is 3 s, the request timeout 15 s. */
+#define S 1000000
+#define LOCK (3 * S)
+
+static enum coalesce_action coalesce(int64_t last_event,
+                                     enum claim_outcome last, int64_t event,
+                                     int64_t arrived, int64_t now,
+                                     enum claim_outcome *o,
+                                     struct claim_budget *b)
+{
+    memset(b, 0, sizeof(*b));
+    return tickets_coalesce(last_event, last, event, arrived,
+                            arrived + 15 * S, LOCK, now, o, b);
+}
+
+static void coalesce_same_event_copies(void **state)
+{
+    enum claim_outcome o;
+    struct claim_budget b;
+
+    /* a created ticket is "existing" for the claims behind it */
+    assert_int_equal(coalesce(7, CLAIM_CREATED, 7, 0, S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_EXISTING);
+    assert_int_equal(coalesce(7, CLAIM_SOLD_OUT, 7, 0, S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_SOLD_OUT);
+    assert_int_equal(coalesce(7, CLAIM_EXISTING, 7, 0, S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_EXISTING);
+}
+
+static void coalesce_other_event_claims(void **state)
+{
+    enum claim_outcome o;
+    struct claim_budget b;
+
+    assert_int_equal(coalesce(7, CLAIM_CREATED, 8, S, 2 * S, &o, &b),
+                     COALESCE_CLAIM);
+    assert_int_equal(b.deadline_us, 16 * S);
+    assert_int_equal(b.lock_wait_us, 2 * S); /* 3 s less the 1 s waited */
+}
+
+static void coalesce_busy_is_not_passed_on(void **state)
+{
+    enum claim_outcome o;
+    struct claim_budget b;
+
+    /* the issue's case: the leader (event 1) waited 3 s for a lock held
+     * elsewhere; a claim of event 2 came 2.9 s in: it waits its own 2.9 s */
+    assert_int_equal(coalesce(1, CLAIM_BUSY, 2, (int64_t)(2.9 * S), 3 * S,
+                              &o, &b), COALESCE_CLAIM);
+    assert_int_equal(b.lock_wait_us, (int64_t)(2.9 * S));
+    /* the same for a claim of the same event */
+    assert_int_equal(coalesce(1, CLAIM_BUSY, 1, 2 * S, 3 * S, &o, &b),
+                     COALESCE_CLAIM);
+    assert_int_equal(b.lock_wait_us, 2 * S);
+    /* one that has waited its whole lock timeout already is busy */
+    assert_int_equal(coalesce(1, CLAIM_BUSY, 2, 0, 3 * S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_BUSY);
+}
+
+static void coalesce_unavailable_and_late(void **state)
+{
+    enum claim_outcome o;
+    struct claim_budget b;
+
+    /* the database failing: no claim behind it piles on */
+    assert_int_equal(coalesce(1, CLAIM_UNAVAILABLE, 2, 0, S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_UNAVAILABLE);
+    /* past its deadline a parked claim does no work, whatever came before */
+    assert_int_equal(coalesce(1, CLAIM_CREATED, 2, 0, 15 * S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_UNAVAILABLE);
+    assert_int_equal(coalesce(1, CLAIM_CREATED, 1, 0, 16 * S, &o, &b),
+                     COALESCE_COPY);
+    assert_int_equal(o, CLAIM_UNAVAILABLE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(row10_created), cmocka_unit_test(each_row_alone),
         cmocka_unit_test(order_of_rows), cmocka_unit_test(codes),
         cmocka_unit_test(outcome_names),
+        cmocka_unit_test(coalesce_same_event_copies),
+        cmocka_unit_test(coalesce_other_event_claims),
+        cmocka_unit_test(coalesce_busy_is_not_passed_on),
+        cmocka_unit_test(coalesce_unavailable_and_late),
     };
 
     return cmocka_run_group_tests_name("tickets", tests, NULL, NULL);
