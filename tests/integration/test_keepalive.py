@@ -155,6 +155,40 @@ def test_thousands_of_idle_kept_connections_cost_no_thread(ka_stack):
             c.close()
 
 
+def test_the_connection_limit_closes_the_longest_idle_first(ka_stack):
+    """TICKETS_MAX_CONNS=16 on an instance: 16 idle kept connections, then
+    one more: the oldest idle one is closed for it (a log line, a metric),
+    the newest are untouched, and the new one is served."""
+    if ka_stack.tcp:
+        pytest.skip("the same code on either socket")
+    ka_stack.restart_apps(env={"TICKETS_MAX_CONNS": "16"}, count=1)
+    addr = fcgi_address(ka_stack)
+    held = []
+    try:
+        # nginx keeps a connection or two of its own to the instance
+        # (wait_ready's health check, the tests' traffic): room is made
+        # from the longest idle, whoever holds it
+        for k in range(16):
+            c = FcgiConnection(addr, timeout=5)
+            assert c.request("GET", "/ping").status == 200
+            held.append(c)
+        newest = FcgiConnection(addr, timeout=5)
+        assert newest.request("GET", "/api/events").status == 200
+        held.append(newest)
+        assert held[0].closed_by_peer(5), "the oldest idle one was kept"
+        for c in held[-8:]:
+            assert c.request("GET", "/ping").status == 200
+        text = newest.request("GET", "/metrics").text
+        n = [l for l in text.splitlines()
+             if l.startswith("tickets_connection_limit_reached_total ")]
+        assert n and int(n[0].split()[1]) >= 1, n
+        with open(ka_stack.instances[0].log_path) as f:
+            assert "connection limit reached" in f.read()
+    finally:
+        for c in held:
+            c.close()
+
+
 def stalled(stack, index, parts):
     """A raw peer that sends the first `parts` bytes of a claim and stops."""
     c = FcgiConnection(fcgi_address(stack, index), timeout=5)
