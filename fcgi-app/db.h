@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "util.h"
+#include "tickets.h" /* the domain types it reads and writes */
 
 enum db_status {
     DB_OK,
@@ -30,42 +30,6 @@ enum db_status {
     DB_RETRY,        /* deadlock: roll back, try again */
     DB_LOCK_TIMEOUT, /* GET_LOCK gave up after the lock timeout */
     DB_UNAVAILABLE,  /* cannot reach the server, or it failed */
-};
-
-#define TICKET_CODE_LEN 32
-
-struct ticket {
-    int64_t id;
-    int64_t user_id;
-    int64_t event_id;
-    char code[TICKET_CODE_LEN + 1];
-    char created_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" */
-};
-
-/* What a claim needs to know, read in one consistent statement. */
-struct claim_facts {
-    bool event_found;
-    bool free_for_premium;
-    bool started;      /* starts_at <= now */
-    bool has_quota;    /* free_quota is not NULL */
-    uint32_t free_quota;
-    uint32_t free_issued;
-    bool user_premium; /* the user exists and premium_until > now */
-    bool paid_order;   /* an order with status pending or paid */
-    bool has_ticket;
-    struct ticket ticket; /* valid when has_ticket */
-};
-
-#define EVENT_TITLE_MAX 800 /* VARCHAR(200) of utf8mb4 */
-
-struct event_row {
-    int64_t id;
-    char title[EVENT_TITLE_MAX + 1];
-    char starts_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SSZ" */
-    bool free_for_premium;
-    bool has_quota;
-    uint32_t free_quota;
-    uint32_t free_issued;
 };
 
 struct db;

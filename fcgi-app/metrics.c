@@ -7,13 +7,15 @@
  */
 #include "metrics.h"
 
+#include "tickets.h" /* CLAIM_OUTCOMES: the claims counter's labels */
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static atomic_ullong counters[METRIC_NCOUNTERS];
-static atomic_ullong outcomes[METRIC_NOUTCOMES];
+static atomic_ullong outcomes[CLAIM_NOUTCOMES];
 static atomic_ullong routes[METRIC_NROUTES];
 
 static const int statuses[] = {200, 201, 400, 401, 403, 404,
@@ -35,9 +37,11 @@ void metrics_inc(enum metrics_counter c)
     atomic_fetch_add_explicit(&counters[c], 1, memory_order_relaxed);
 }
 
-void metrics_claim(enum metrics_outcome o)
+void metrics_claim(int outcome)
 {
-    atomic_fetch_add_explicit(&outcomes[o], 1, memory_order_relaxed);
+    if (outcome >= 0 && outcome < CLAIM_NOUTCOMES)
+        atomic_fetch_add_explicit(&outcomes[outcome], 1,
+                                  memory_order_relaxed);
 }
 
 void metrics_route(int route)
@@ -140,10 +144,11 @@ char *metrics_render(void)
 #undef X
     put(&b, "# HELP tickets_claims_total Claims by outcome\n"
             "# TYPE tickets_claims_total counter\n");
-#define X(name)                                                               \
-    put(&b, "tickets_claims_total{outcome=\"" #name "\"} %llu\n",             \
-        get(&outcomes[METRIC_OUTCOME_##name]));
-    METRICS_OUTCOMES(X)
+#define X(id, name, status, error, message)                                    \
+    if (CLAIM_##id != CLAIM_NO_TICKET) /* a read's, never a claim's */       \
+        put(&b, "tickets_claims_total{outcome=\"" #name "\"} %llu\n",         \
+            get(&outcomes[CLAIM_##id]));
+    CLAIM_OUTCOMES(X)
 #undef X
     put(&b, "# HELP tickets_http_requests_total Requests by route\n"
             "# TYPE tickets_http_requests_total counter\n");

@@ -40,12 +40,6 @@
     X(fastcgi_errors, "tickets_fastcgi_errors_total",                         \
       "Connections closed because they carried no valid FastCGI request")
 
-/* Claim outcomes, in contract order: X(outcome name). */
-#define METRICS_OUTCOMES(X)                                                   \
-    X(event_not_found) X(existing) X(not_premium) X(not_free)                 \
-    X(event_started) X(paid_order_exists) X(sold_out) X(created) X(busy)      \
-    X(unavailable)
-
 /* Routes, in the order of enum route_id (routes.h): X(route name). */
 #define METRICS_ROUTES(X)                                                     \
     X(unknown) X(events) X(participation) X(health) X(metrics) X(ping)
@@ -64,15 +58,10 @@ enum metrics_counter {
     METRIC_NCOUNTERS
 };
 
-enum metrics_outcome {
-#define X(name) METRIC_OUTCOME_##name,
-    METRICS_OUTCOMES(X)
-#undef X
-    METRIC_NOUTCOMES
-};
 
 void metrics_inc(enum metrics_counter c);
-void metrics_claim(enum metrics_outcome o);
+/* Count a claim's answer: an enum claim_outcome (tickets.h). */
+void metrics_claim(int outcome);
 /* Count a request by route (enum metrics_route). */
 void metrics_route(int route);
 /* Count a response by HTTP status. */

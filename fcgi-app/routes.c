@@ -54,29 +54,15 @@ static const struct route {
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
 
-/* Outcome -> HTTP, the one table (docs/API.md, claim table). */
+/* Outcome -> HTTP: the columns of CLAIM_OUTCOMES (tickets.h). */
 static const struct {
     int status;
     const char *error; /* NULL: a ticket body */
     const char *message;
 } outcome_http[] = {
-    [CLAIM_EVENT_NOT_FOUND] = {404, "event_not_found", "no such event"},
-    [CLAIM_EXISTING] = {200, NULL, NULL},
-    [CLAIM_NOT_PREMIUM] = {403, "not_premium",
-                           "free tickets are for premium members only"},
-    [CLAIM_NOT_FREE] = {409, "not_free",
-                        "this event is not free for premium members"},
-    [CLAIM_EVENT_STARTED] = {409, "event_started",
-                             "the event has already started"},
-    [CLAIM_PAID_ORDER] = {409, "paid_order_exists",
-                          "you already hold an order for this event"},
-    [CLAIM_SOLD_OUT] = {409, "sold_out", "no free tickets are left"},
-    [CLAIM_CREATED] = {201, NULL, NULL},
-    [CLAIM_BUSY] = {503, "busy",
-                    "another claim of yours is still running; try again"},
-    [CLAIM_UNAVAILABLE] = {503, "unavailable",
-                           "the service is unavailable; try again shortly"},
-    [CLAIM_NO_TICKET] = {404, "no_ticket", "you hold no ticket for this event"},
+#define X(id, name, status, error, message) [CLAIM_##id] = {status, error, message},
+    CLAIM_OUTCOMES(X)
+#undef X
 };
 
 static const struct route *find(const char *path, const char **arg,
@@ -157,7 +143,7 @@ static void respond(struct http_request *r, enum claim_outcome o,
 
     r->outcome = tickets_outcome_name(o);
     if (is_claim)
-        metrics_claim((enum metrics_outcome)o);
+        metrics_claim(o);
     if (outcome_http[o].error) {
         http_send_error(r, status, outcome_http[o].error,
                         outcome_http[o].message,
@@ -256,52 +242,44 @@ static enum claim_outcome claim_one(const struct route_ctx *ctx,
                          r->event_id, b, t);
 }
 
-/*
- * Lead the claims of one user: answer our own, then every claim that was
- * parked meanwhile, each as tickets_coalesce() decides: the outcome just
- * found, or a claim of its own within its own budget.
- */
-static void lead(const struct route_ctx *ctx, struct http_request *r)
+/* The leader's memory of the claim it answered last. */
+struct lead {
+    int64_t event_id;
+    enum claim_outcome outcome;
+    struct ticket ticket;
+};
+
+/* One claim parked behind the leader: as tickets_coalesce() decides. */
+static void answer_parked(const struct route_ctx *ctx, struct http_request *f,
+                          struct lead *l)
 {
-    int64_t user_id = r->user_id, event_id = r->event_id;
-    struct inflight_waiter *w;
     struct claim_budget b;
-    struct ticket t;
-    enum claim_outcome o, fo;
+    enum claim_outcome o;
 
-    o = claim_one(ctx, r, budget_of(ctx, r, &b), &t);
-    respond(r, o, &t, true);
-    http_finish(r);
-    while ((w = inflight_take(user_id))) {
-        while (w) {
-            struct http_request *f = (struct http_request *)(void *)
-                ((char *)w - offsetof(struct http_request, waiter));
-
-            w = w->next;
-            budget_of(ctx, f, &b);
-            if (tickets_coalesce(event_id, o, f->event_id, f->start_us,
-                                 b.deadline_us, ctx->cfg->lock_timeout_us,
-                                 util_now_us(), &fo, &b) == COALESCE_CLAIM) {
-                event_id = f->event_id;
-                fo = o = claim_one(ctx, f, &b, &t);
-            } else if (fo == CLAIM_UNAVAILABLE && util_now_us() >=
-                                                       b.deadline_us) {
-                metrics_inc(METRIC_deadline_exceeded);
-            } else {
-                metrics_inc(METRIC_coalesced);
-            }
-            respond(f, fo, &t, true);
-            http_request_free(f); /* finishes it */
-        }
+    budget_of(ctx, f, &b);
+    if (tickets_coalesce(l->event_id, l->outcome, f->event_id, f->start_us,
+                         b.deadline_us, ctx->cfg->lock_timeout_us,
+                         util_now_us(), &o, &b) == COALESCE_CLAIM) {
+        l->event_id = f->event_id;
+        o = l->outcome = claim_one(ctx, f, &b, &l->ticket);
+    } else if (o == CLAIM_UNAVAILABLE && util_now_us() >= b.deadline_us) {
+        metrics_inc(METRIC_deadline_exceeded);
+    } else {
+        metrics_inc(METRIC_coalesced);
     }
+    respond(f, o, &l->ticket, true);
+    http_request_free(f); /* finishes it */
 }
 
 static enum route_result participation_post(const struct route_ctx *ctx,
                                             struct http_request *r,
                                             const char *arg, size_t arg_len)
 {
+    struct inflight_waiter *w;
     struct claim_budget b;
+    struct lead l;
     struct ticket t;
+    int64_t user_id;
 
     if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
         return ROUTE_DONE;
@@ -309,16 +287,34 @@ static enum route_result participation_post(const struct route_ctx *ctx,
         respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
         return ROUTE_DONE;
     }
+    /*
+     * The first claim of a user in this process leads; the others park
+     * behind it and are answered by it, their workers free meanwhile.
+     * The lead begins in inflight_enter and ends in the inflight_take
+     * that finds nothing more parked.
+     */
     switch (inflight_enter(r->user_id, &r->waiter)) {
     case INFLIGHT_PARKED:
-        return ROUTE_PARKED;
-    case INFLIGHT_LEAD:
-        lead(ctx, r);
+        return ROUTE_PARKED; /* the leader answers and frees it */
+    case INFLIGHT_ALONE:     /* too many parked: on its own */
+        respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
         return ROUTE_DONE;
-    case INFLIGHT_ALONE:
+    case INFLIGHT_LEAD:
         break;
     }
-    respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
+    user_id = r->user_id; /* r is finished before the lead ends */
+    l.event_id = r->event_id;
+    l.outcome = claim_one(ctx, r, budget_of(ctx, r, &b), &l.ticket);
+    respond(r, l.outcome, &l.ticket, true);
+    http_finish(r);
+    while ((w = inflight_take(user_id))) /* NULL: the lead has ended */
+        while (w) {
+            struct http_request *f =
+                UTIL_CONTAINER_OF(w, struct http_request, waiter);
+
+            w = w->next; /* before f is answered and freed */
+            answer_parked(ctx, f, &l);
+        }
     return ROUTE_DONE;
 }
 
@@ -417,6 +413,3 @@ enum route_result routes_dispatch(const struct route_ctx *ctx,
 _Static_assert((int)METRIC_ROUTE_events == (int)ROUTE_EVENTS &&
                    (int)METRIC_ROUTE_ping == (int)ROUTE_PING,
                "metrics routes follow enum route_id");
-_Static_assert((int)METRIC_OUTCOME_created == (int)CLAIM_CREATED &&
-                   (int)METRIC_OUTCOME_unavailable == (int)CLAIM_UNAVAILABLE,
-               "metrics outcomes follow enum claim_outcome");

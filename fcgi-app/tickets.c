@@ -38,6 +38,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -268,17 +269,9 @@ enum claim_outcome tickets_get(struct db *db, int64_t user_id,
 const char *tickets_outcome_name(enum claim_outcome o)
 {
     static const char *const names[] = {
-        [CLAIM_EVENT_NOT_FOUND] = "event_not_found",
-        [CLAIM_EXISTING] = "existing",
-        [CLAIM_NOT_PREMIUM] = "not_premium",
-        [CLAIM_NOT_FREE] = "not_free",
-        [CLAIM_EVENT_STARTED] = "event_started",
-        [CLAIM_PAID_ORDER] = "paid_order_exists",
-        [CLAIM_SOLD_OUT] = "sold_out",
-        [CLAIM_CREATED] = "created",
-        [CLAIM_BUSY] = "busy",
-        [CLAIM_UNAVAILABLE] = "unavailable",
-        [CLAIM_NO_TICKET] = "no_ticket",
+#define X(id, name, status, error, message) [CLAIM_##id] = #name,
+        CLAIM_OUTCOMES(X)
+#undef X
     };
 
     return names[o];

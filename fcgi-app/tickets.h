@@ -12,21 +12,80 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "db.h"
+#include "util.h"
 
-/* In the contract's order of checks (docs/API.md, claim table rows 3-10). */
+struct db;
+
+#define TICKET_CODE_LEN 32
+
+struct ticket {
+    int64_t id;
+    int64_t user_id;
+    int64_t event_id;
+    char code[TICKET_CODE_LEN + 1];
+    char created_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" */
+};
+
+/* What a claim needs to know, read in one consistent statement. */
+struct claim_facts {
+    bool event_found;
+    bool free_for_premium;
+    bool started;      /* starts_at <= now */
+    bool has_quota;    /* free_quota is not NULL */
+    uint32_t free_quota;
+    uint32_t free_issued;
+    bool user_premium; /* the user exists and premium_until > now */
+    bool paid_order;   /* an order with status pending or paid */
+    bool has_ticket;
+    struct ticket ticket; /* valid when has_ticket */
+};
+
+#define EVENT_TITLE_MAX 800 /* VARCHAR(200) of utf8mb4 */
+
+struct event_row {
+    int64_t id;
+    char title[EVENT_TITLE_MAX + 1];
+    char starts_at[UTIL_TIME_TEXT_MAX]; /* "YYYY-MM-DDTHH:MM:SSZ" */
+    bool free_for_premium;
+    bool has_quota;
+    uint32_t free_quota;
+    uint32_t free_issued;
+};
+
+/*
+ * Every outcome of a claim or a read, listed once, in the contract's order
+ * of checks (docs/API.md, claim table rows 3-10):
+ *     X(id, name, HTTP status, error code (NULL: a ticket body), message)
+ * The enum below, tickets_outcome_name() (logs), the claims counter of
+ * /metrics and routes.c's answers are all made from this list.
+ */
+#define CLAIM_OUTCOMES(X)                                                     \
+    X(EVENT_NOT_FOUND, event_not_found, 404, "event_not_found",               \
+      "no such event")                                       /* row 3 */     \
+    X(EXISTING, existing, 200, NULL, NULL) /* row 4: the ticket the user holds */ \
+    X(NOT_PREMIUM, not_premium, 403, "not_premium",                           \
+      "free tickets are for premium members only")           /* row 5 */     \
+    X(NOT_FREE, not_free, 409, "not_free",                                    \
+      "this event is not free for premium members")          /* row 6 */     \
+    X(EVENT_STARTED, event_started, 409, "event_started",                     \
+      "the event has already started")                       /* row 7 */     \
+    X(PAID_ORDER, paid_order_exists, 409, "paid_order_exists",                \
+      "you already hold an order for this event")            /* row 8 */     \
+    X(SOLD_OUT, sold_out, 409, "sold_out",                                    \
+      "no free tickets are left")                            /* row 9 */     \
+    X(CREATED, created, 201, NULL, NULL) /* row 10 (from decide: "may create") */ \
+    X(BUSY, busy, 503, "busy",                                                \
+      "another claim of yours is still running; try again") /* no lock */    \
+    X(UNAVAILABLE, unavailable, 503, "unavailable",                           \
+      "the service is unavailable; try again shortly") /* database, budget */ \
+    X(NO_TICKET, no_ticket, 404, "no_ticket",                                 \
+      "you hold no ticket for this event")                /* GET: none */
+
 enum claim_outcome {
-    CLAIM_EVENT_NOT_FOUND, /* row 3: 404 */
-    CLAIM_EXISTING,        /* row 4: 200, the ticket the user holds */
-    CLAIM_NOT_PREMIUM,     /* row 5: 403 */
-    CLAIM_NOT_FREE,        /* row 6: 409 */
-    CLAIM_EVENT_STARTED,   /* row 7: 409 */
-    CLAIM_PAID_ORDER,      /* row 8: 409 */
-    CLAIM_SOLD_OUT,        /* row 9: 409 */
-    CLAIM_CREATED,         /* row 10: 201 (from decide: "may create") */
-    CLAIM_BUSY,            /* the per-user lock was not acquired: 503 */
-    CLAIM_UNAVAILABLE,     /* the database failed: 503 */
-    CLAIM_NO_TICKET,       /* GET: the user holds none: 404 */
+#define X(id, name, status, error, message) CLAIM_##id,
+    CLAIM_OUTCOMES(X)
+#undef X
+    CLAIM_NOUTCOMES
 };
 
 /*

@@ -17,6 +17,10 @@
 /* Room for "YYYY-MM-DDTHH:MM:SS.uuuuuuZ" and its NUL. */
 #define UTIL_TIME_TEXT_MAX 32
 
+/* The struct of type that holds *ptr as its member (the kernel's). */
+#define UTIL_CONTAINER_OF(ptr, type, member)                                  \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+
 /*
  * Parse an id: a canonical decimal integer in 1 .. UTIL_ID_MAX, digits only
  * (no sign, no leading zero, no spaces), exactly len bytes long.
