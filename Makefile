@@ -1,6 +1,9 @@
 # tickets-fcgi: plain GNU make. Everything it builds goes to build/.
 #
 #   make                    build/tickets-fcgi
+#   make test-build         build/tickets-fcgi-test: the same with the TEST ONLY
+#                           switches (TICKETS_TEST_UNSAFE_NO_LOCK), which the
+#                           release binary refuses; only the tests run it
 #   make test               the docs' paths, unit tests, integration tests (real MariaDB,
 #                           nginx, spawn-fcgi), the benchmark's smoke
 #   make run                the whole stack on http://127.0.0.1:8080 (Ctrl-C stops it)
@@ -92,10 +95,12 @@ endif
 APP_SRCS := $(wildcard fcgi-app/*.c)
 APP_OBJS := $(patsubst fcgi-app/%.c,$(BUILD)/obj/%.o,$(APP_SRCS))
 LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(APP_OBJS))
+TEST_BIN := $(BUILD)/tickets-fcgi-test
+TEST_OBJS := $(filter-out $(BUILD)/obj/config.o,$(APP_OBJS)) $(BUILD)/obj/config-test.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
-.PHONY: all man test unit integration run install uninstall clean format install-deps \
+.PHONY: all man test-build test unit integration run install uninstall clean format install-deps \
 	check-docs sanitize-test test-browser test-cluster test-install bench bench-smoke \
 	test-faults fuzz verify test-hardening test-man test-prometheus test-deb
 
@@ -121,6 +126,18 @@ $(BUILD)/tickets-fcgi: $(APP_OBJS)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(PROJECT_CFLAGS) $(CFLAGS) $(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+test-build: $(TEST_BIN)
+
+$(TEST_BIN): $(TEST_OBJS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(PROJECT_CFLAGS) $(CFLAGS) $(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+# Only config.c differs in a test build: it accepts the TEST ONLY switches.
+$(BUILD)/obj/config-test.o: fcgi-app/config.c Makefile
+	@mkdir -p $(@D)
+	@echo "  CC      $< (test build)"
+	$(Q)$(CC) $(PROJECT_CPPFLAGS) -DTICKETS_TEST_BUILD $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
+
 $(BUILD)/obj/%.o: fcgi-app/%.c Makefile
 	@mkdir -p $(@D)
 	@echo "  CC      $<"
@@ -132,7 +149,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJS)
 	$(Q)$(CC) $(PROJECT_CPPFLAGS) $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) \
 		$(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $< $(LIB_OBJS) $(CMOCKA_LIBS) $(PKG_LIBS)
 
--include $(APP_OBJS:.o=.d)
+-include $(APP_OBJS:.o=.d) $(BUILD)/obj/config-test.d
 
 install-deps:
 	$(Q)scripts/install-deps.sh
@@ -153,8 +170,8 @@ unit: $(UNIT_BINS)
 	$(Q)failed=0; for t in $(UNIT_BINS); do echo "== $$t"; $$t || failed=1; done; \
 	if [ $$failed -ne 0 ]; then echo "unit tests FAILED"; exit 1; fi
 
-integration: $(BUILD)/tickets-fcgi
-	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+integration: $(BUILD)/tickets-fcgi $(TEST_BIN)
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi TICKETS_TEST_BIN=$(CURDIR)/$(TEST_BIN) $(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 # The claim and concurrency tests again, against an AddressSanitizer +
 # UBSan build and a ThreadSanitizer build of the app; the harness fails a
@@ -167,8 +184,9 @@ SANITIZE_TESTS := tests/integration/test_concurrency.py tests/integration/test_c
 sanitize-test:
 	$(Q)for san in address,undefined thread; do \
 		echo "== SANITIZE=$$san"; \
-		$(MAKE) --no-print-directory SANITIZE=$$san all || exit 1; \
+		$(MAKE) --no-print-directory SANITIZE=$$san all test-build || exit 1; \
 		TICKETS_BIN=$(CURDIR)/build/$$san/tickets-fcgi \
+		TICKETS_TEST_BIN=$(CURDIR)/build/$$san/tickets-fcgi-test \
 			$(PYTHON) -m pytest -q $(SANITIZE_TESTS) || exit 1; \
 	done
 	$(Q)$(MAKE) --no-print-directory SANITIZE=thread unit
@@ -181,8 +199,8 @@ test-browser: $(BUILD)/tickets-fcgi
 
 # The fault matrix of docs/RELIABILITY.md (also replays fuzz/); about a
 # minute.  With SANITIZE=... it runs against that instrumented build.
-test-faults: $(BUILD)/tickets-fcgi
-	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/faults $(PYTEST_ARGS)
+test-faults: $(BUILD)/tickets-fcgi $(TEST_BIN)
+	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi TICKETS_TEST_BIN=$(CURDIR)/$(TEST_BIN) $(PYTHON) -m pytest -q tests/faults $(PYTEST_ARGS)
 
 # libFuzzer targets of fuzz/ for FUZZ_SECONDS in all (needs clang and
 # libclang-rt-14-dev); keep a crash in fuzz/regressions/<target>/.

@@ -15,7 +15,19 @@
 
 #include "util.h"
 
-enum opt_type { OPT_STRING, OPT_LONG, OPT_SECONDS, OPT_FLAG };
+enum opt_type { OPT_STRING, OPT_LONG, OPT_SECONDS, OPT_FLAG, OPT_TRISTATE };
+
+/*
+ * A test build (make builds build/tickets-fcgi-test with
+ * -DTICKETS_TEST_BUILD) accepts the TEST ONLY switches; a release build
+ * refuses to start when one is turned on, so an environment file cannot
+ * silently remove a guard in production.
+ */
+#ifdef TICKETS_TEST_BUILD
+#define TEST_BUILD 1
+#else
+#define TEST_BUILD 0
+#endif
 
 struct option_def {
     const char *flag;   /* without the leading "--" */
@@ -43,8 +55,22 @@ static const struct option_def options[] = {
      "file holding the MySQL password (unset: no password)"},
     {"db-name", "TICKETS_DB_NAME", "tickets", OPT_STRING, OFF(db_name), 0, 0,
      "database name"},
+    {"db-tls-ca", "TICKETS_DB_TLS_CA", NULL, OPT_STRING, OFF(db_tls_ca), 0,
+     0, "PEM file of the CA that signed the MySQL server's certificate; "
+        "turns TLS and its verification on"},
+    {"db-tls-cert", "TICKETS_DB_TLS_CERT", NULL, OPT_STRING, OFF(db_tls_cert),
+     0, 0, "PEM client certificate for MySQL (with TICKETS_DB_TLS_KEY); "
+           "turns TLS on"},
+    {"db-tls-key", "TICKETS_DB_TLS_KEY", NULL, OPT_STRING, OFF(db_tls_key), 0,
+     0, "PEM private key of TICKETS_DB_TLS_CERT"},
+    {"db-tls-verify", "TICKETS_DB_TLS_VERIFY", NULL, OPT_TRISTATE,
+     OFF(db_tls_verify), 0, 0,
+     "1: TLS, and check the server's certificate and host name (against "
+     "the CA, else the system's CAs); 0: encrypt without checking "
+     "[default: 1 when TICKETS_DB_TLS_CA is set]"},
     {"jwt-secret-file", "TICKETS_JWT_SECRET_FILE", NULL, OPT_STRING,
-     OFF(jwt_secret_file), 0, 0, "file holding the HS256 secret (required)"},
+     OFF(jwt_secret_file), 0, 0,
+     "file holding the HS256 secret, at least 32 bytes (required)"},
     {"threads", "TICKETS_THREADS", "16", OPT_LONG, OFF(threads), 1, 1024,
      "worker threads, each with its own MySQL connection"},
     {"lock-timeout", "TICKETS_LOCK_TIMEOUT", "3", OPT_SECONDS,
@@ -86,6 +112,12 @@ static const struct option_def options[] = {
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
 
+/* TEST ONLY rows: refused ("1") and not listed unless TEST_BUILD. */
+static bool is_test_only(const struct option_def *o)
+{
+    return o->offset == OFF(unsafe_no_lock);
+}
+
 void config_usage(const char *argv0)
 {
     size_t i;
@@ -99,6 +131,8 @@ void config_usage(const char *argv0)
     for (i = 0; i < NOPTIONS; i++) {
         const struct option_def *o = &options[i];
 
+        if (is_test_only(o) && !TEST_BUILD)
+            continue;
         printf("  --%-20s %-28s %s", o->flag, o->env, o->help);
         if (o->def)
             printf(" [default: %s]", o->def);
@@ -125,13 +159,15 @@ void config_man(FILE *out)
 {
     static const char *const metavar[] = {
         [OPT_STRING] = "VALUE", [OPT_LONG] = "N", [OPT_SECONDS] = "SECONDS",
-        [OPT_FLAG] = NULL};
+        [OPT_FLAG] = NULL, [OPT_TRISTATE] = "0|1"};
     size_t i;
 
     fputs(".\\\" generated from the option table of fcgi-app/config.c\n", out);
     for (i = 0; i < NOPTIONS; i++) {
         const struct option_def *o = &options[i];
 
+        if (is_test_only(o) && !TEST_BUILD)
+            continue;
         fputs(".TP\n\\fB\\-\\-", out);
         man_text(out, o->flag);
         fputs("\\fR", out);
@@ -185,7 +221,23 @@ static int set_option(struct config *cfg, const struct option_def *o,
     case OPT_FLAG:
         if (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, ""))
             break;
+        if (is_test_only(o) && !TEST_BUILD && strcmp(value, "1") == 0) {
+            fprintf(stderr,
+                    "tickets-fcgi: %s=1 is refused: it is a TEST ONLY "
+                    "switch that this release build does not have (the "
+                    "tests use build/tickets-fcgi-test); remove it from the "
+                    "environment, config file or command line\n",
+                    o->env);
+            return -1;
+        }
         *(bool *)(void *)base = strcmp(value, "1") == 0;
+        return 0;
+    case OPT_TRISTATE:
+        if (strcmp(value, "1") && strcmp(value, "0") && strcmp(value, ""))
+            break;
+        *(int *)(void *)base = !*value ? CONFIG_TLS_VERIFY_DEFAULT
+                               : *value == '1' ? CONFIG_TLS_VERIFY_ON
+                                               : CONFIG_TLS_VERIFY_OFF;
         return 0;
     }
     fprintf(stderr, "tickets-fcgi: invalid value for %s: '%s'\n", origin,
@@ -300,6 +352,23 @@ static void missing_secret_hint(const char *path, const char *what)
             path, what, path);
 }
 
+/* Any TLS setting turns TLS on (and required); a CA turns verification on. */
+static int check_tls(struct config *cfg)
+{
+    if (!cfg->db_tls_cert != !cfg->db_tls_key) {
+        fprintf(stderr, "tickets-fcgi: TICKETS_DB_TLS_CERT and "
+                        "TICKETS_DB_TLS_KEY go together: set both or "
+                        "neither\n");
+        return -1;
+    }
+    cfg->db_tls = cfg->db_tls_ca || cfg->db_tls_cert ||
+                  cfg->db_tls_verify != CONFIG_TLS_VERIFY_DEFAULT;
+    cfg->db_tls_verify_server =
+        cfg->db_tls_verify == CONFIG_TLS_VERIFY_ON ||
+        (cfg->db_tls_verify == CONFIG_TLS_VERIFY_DEFAULT && cfg->db_tls_ca);
+    return 0;
+}
+
 static int check(struct config *cfg)
 {
     size_t len;
@@ -322,12 +391,17 @@ static int check(struct config *cfg)
                                 "issues the tokens");
         return -1;
     }
-    if (len == 0) {
-        fprintf(stderr, "tickets-fcgi: JWT secret file '%s' is empty\n",
-                cfg->jwt_secret_file);
+    if (len < CONFIG_JWT_SECRET_MIN) {
+        fprintf(stderr,
+                "tickets-fcgi: the JWT secret in '%s' is %zu bytes; an HS256 "
+                "secret must have at least %d (RFC 7518 section 3.2): "
+                "generate one with `openssl rand -hex 32`\n",
+                cfg->jwt_secret_file, len, CONFIG_JWT_SECRET_MIN);
         return -1;
     }
     cfg->jwt_secret_len = len;
+    if (check_tls(cfg) < 0)
+        return -1;
     if (cfg->db_password_file) {
         cfg->db_password = config_read_secret(cfg->db_password_file, &len);
         if (!cfg->db_password) {

@@ -25,6 +25,12 @@
 
 /* Digits of the largest user id (INT64_MAX). */
 #define CONFIG_USER_ID_DIGITS 19
+/* The shortest HS256 secret accepted: the hash's size (RFC 7518 §3.2). */
+#define CONFIG_JWT_SECRET_MIN 32
+
+/* TICKETS_DB_TLS_VERIFY: unset means "on when a CA is given". */
+enum config_tls_verify { CONFIG_TLS_VERIFY_DEFAULT, CONFIG_TLS_VERIFY_ON,
+                         CONFIG_TLS_VERIFY_OFF };
 
 struct config {
     char *db_socket;        /* NULL: use db_host and db_port */
@@ -34,6 +40,12 @@ struct config {
     char *db_password;      /* read from db_password_file; NULL: none */
     char *db_password_file;
     char *db_name;
+    char *db_tls_ca;        /* PEM CA file; NULL: the system's CAs */
+    char *db_tls_cert;      /* PEM client certificate, with db_tls_key */
+    char *db_tls_key;
+    int db_tls_verify;      /* enum config_tls_verify */
+    bool db_tls;            /* derived: any TLS setting given */
+    bool db_tls_verify_server; /* derived: check the server's certificate */
     char *jwt_secret_file;
     unsigned char *jwt_secret; /* file content less one trailing newline */
     size_t jwt_secret_len;
@@ -46,7 +58,8 @@ struct config {
     long max_conns;         /* open connections from the front, at most */
     int64_t read_timeout_us; /* a request must arrive whole within it */
     int64_t idle_timeout_us; /* kept idle connections; 0: no limit */
-    bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing */
+    bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing; only
+                               a test build (TICKETS_TEST_BUILD) sets it */
     char *config_file;      /* --config / TICKETS_CONFIG, or NULL */
     bool check_only;        /* --check-config: check, then exit */
 };

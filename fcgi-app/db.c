@@ -123,6 +123,49 @@ static void db_close(struct db *db)
     db->locks_held = 0;
 }
 
+/*
+ * TLS to the server (TICKETS_DB_TLS_*): any setting makes TLS required
+ * (MYSQL_OPT_SSL_ENFORCE: a server without it is refused, never a silent
+ * fall back to clear text); a CA turns the check of the server's
+ * certificate and host name on unless TICKETS_DB_TLS_VERIFY=0.
+ */
+static void db_tls_options(MYSQL *conn, const struct config *cfg)
+{
+    my_bool on = 1, verify = cfg->db_tls_verify_server;
+
+    if (!cfg->db_tls)
+        return;
+    mysql_optionsv(conn, MYSQL_OPT_SSL_ENFORCE, &on);
+    mysql_optionsv(conn, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
+    if (cfg->db_tls_ca)
+        mysql_optionsv(conn, MYSQL_OPT_SSL_CA, cfg->db_tls_ca);
+    if (cfg->db_tls_cert) {
+        mysql_optionsv(conn, MYSQL_OPT_SSL_CERT, cfg->db_tls_cert);
+        mysql_optionsv(conn, MYSQL_OPT_SSL_KEY, cfg->db_tls_key);
+    }
+}
+
+/* A failed connect, with the TLS settings named when TLS failed. */
+static void db_log_connect_error(const struct db *db)
+{
+    const struct config *cfg = db->cfg;
+
+    if (cfg->db_tls && mysql_errno(db->conn) == CR_SSL_CONNECTION_ERROR) {
+        log_msg(LOG_ERROR,
+                "cannot connect to the database over TLS: %s (server "
+                "certificate %s; TICKETS_DB_TLS_CA=%s, "
+                "TICKETS_DB_TLS_CERT=%s, TICKETS_DB_TLS_VERIFY=%d)",
+                mysql_error(db->conn),
+                cfg->db_tls_verify_server ? "checked" : "not checked",
+                cfg->db_tls_ca ? cfg->db_tls_ca : "(system CAs)",
+                cfg->db_tls_cert ? cfg->db_tls_cert : "(none)",
+                cfg->db_tls_verify_server);
+        return;
+    }
+    log_msg(LOG_ERROR, "cannot connect to the database: %s",
+            mysql_error(db->conn));
+}
+
 static unsigned int ceil_seconds(int64_t us)
 {
     return (unsigned int)((us + 999999) / 1000000);
@@ -157,12 +200,12 @@ static enum db_status db_open(struct db *db)
              " lock_wait_timeout = %u",
              connect_s, connect_s);
     mysql_options(db->conn, MYSQL_INIT_COMMAND, waits);
+    db_tls_options(db->conn, cfg);
     if (!mysql_real_connect(db->conn, cfg->db_socket ? NULL : cfg->db_host,
                             cfg->db_user, cfg->db_password, cfg->db_name,
                             cfg->db_socket ? 0 : (unsigned int)cfg->db_port,
                             cfg->db_socket, 0)) {
-        log_msg(LOG_ERROR, "cannot connect to the database: %s",
-                mysql_error(db->conn));
+        db_log_connect_error(db);
         goto fail;
     }
     if (strstr(mysql_get_server_info(db->conn), "MariaDB") &&
@@ -232,6 +275,11 @@ void db_free(struct db *db)
     db_close(db);
     free(db);
     mysql_thread_end();
+}
+
+const char *db_tls_cipher(const struct db *db)
+{
+    return db->conn ? mysql_get_ssl_cipher(db->conn) : NULL;
 }
 
 int db_locks_held(const struct db *db)

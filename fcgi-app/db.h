@@ -79,6 +79,9 @@ void db_user_unlock(struct db *db, int64_t user_id);
 /* How many named locks this connection holds (0 or 1). */
 int db_locks_held(const struct db *db);
 
+/* The TLS cipher of the open connection, or NULL (closed, or no TLS). */
+const char *db_tls_cipher(const struct db *db);
+
 /* Transactions; these need the open session (no reconnect). */
 enum db_status db_begin(struct db *db);
 enum db_status db_commit(struct db *db);

@@ -48,10 +48,52 @@ static int unix_socket_in_use(const struct sockaddr_un *sa)
     return live;
 }
 
+/*
+ * A file already at path: only a socket of a previous run may be replaced
+ * (lstat: a symlink is not followed to whatever it points at); anything
+ * else, or a socket a live process serves, is refused.  0, or -1 said.
+ */
+static int unix_path_free(const struct sockaddr_un *sa)
+{
+    const char *path = sa->sun_path;
+    struct stat st;
+
+    if (lstat(path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        fprintf(stderr, "tickets-fcgi: cannot check %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "tickets-fcgi: %s exists and is not a socket; "
+                        "refusing to remove it (TICKETS_LISTEN=unix:%s)\n",
+                path, path);
+        return -1;
+    }
+    if (unix_socket_in_use(sa)) {
+        fprintf(stderr, "tickets-fcgi: socket %s is in use by another "
+                        "process\n", path);
+        return -1;
+    }
+    if (unlink(path) < 0 && errno != ENOENT) { /* a stale socket */
+        fprintf(stderr, "tickets-fcgi: cannot remove the old socket %s: "
+                        "%s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The socket file gets mode 0660 as bind() creates it (the umask, set
+ * around bind only; no thread runs yet), never by a chmod() of the path
+ * afterwards, which would follow whatever someone put there meanwhile.
+ */
 static int listen_unix(const char *path)
 {
     struct sockaddr_un sa;
-    int fd;
+    mode_t old_mask;
+    int fd, rc;
 
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
@@ -60,22 +102,23 @@ static int listen_unix(const char *path)
         return -1;
     }
     strcpy(sa.sun_path, path);
-    if (unix_socket_in_use(&sa)) {
-        fprintf(stderr, "tickets-fcgi: socket %s is in use by another "
-                        "process\n", path);
+    if (unix_path_free(&sa) < 0)
         return -1;
-    }
-    unlink(path); /* a stale socket from a previous run */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        chmod(path, 0660) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
-        fprintf(stderr, "tickets-fcgi: cannot listen on %s: %s\n", path,
-                strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
+    if (fd < 0)
+        goto fail;
+    old_mask = umask(S_IXUSR | S_IXGRP | S_IRWXO); /* 0117: rw-rw---- */
+    rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old_mask);
+    if (rc < 0 || listen(fd, LISTEN_BACKLOG) < 0)
+        goto fail;
     return fd;
+fail:
+    fprintf(stderr, "tickets-fcgi: cannot listen on %s: %s\n", path,
+            strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return -1;
 }
 
 /* host:port, [v6addr]:port; the port is strictly 1..65535. */
@@ -176,6 +219,7 @@ static void setup_signals(sigset_t *waited)
 static int check_config(const struct config *cfg)
 {
     struct db *db;
+    const char *cipher;
     int ok;
 
     if (cfg->request_timeout_us + cfg->db_timeout_us >=
@@ -192,6 +236,11 @@ static int check_config(const struct config *cfg)
     }
     db = db_new(cfg);
     ok = db_ping(db) == DB_OK;
+    cipher = ok ? db_tls_cipher(db) : NULL;
+    if (ok)
+        printf("tickets-fcgi: database connection %s%s\n",
+               cipher ? "over TLS, cipher " : "without TLS",
+               cipher ? cipher : "");
     db_free(db);
     db_library_end();
     if (!ok) {

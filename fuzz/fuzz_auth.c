@@ -20,7 +20,7 @@
 
 #include "auth.h"
 
-#define SECRET "fuzz-secret"
+#define SECRET "fuzz-secret-0123456789abcdef0123"
 #define NOW 1700000000
 #define FUZZ_MAX_INPUT 12000
 

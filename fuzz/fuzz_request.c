@@ -40,7 +40,7 @@
 #include "routes.h"
 #include "util.h"
 
-#define SECRET "fuzz-secret"
+#define SECRET "fuzz-secret-0123456789abcdef0123"
 #define FUZZ_MAX_INPUT 32768
 
 static struct sockaddr_un addr;

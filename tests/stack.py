@@ -49,6 +49,14 @@ except ImportError:  # pragma: no cover - reported when a DB call is made
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BIN = os.path.join(ROOT, "build", "tickets-fcgi")
+
+
+def build_for_tests(app_bin):
+    """The test build beside a release binary (TICKETS_TEST_BIN, else
+    <app_bin>-test, as make builds it): the only one that accepts the TEST
+    ONLY switches such as TICKETS_TEST_UNSAFE_NO_LOCK."""
+    return os.path.abspath(os.environ.get("TICKETS_TEST_BIN")
+                           or app_bin + "-test")
 DB_NAME = "tickets"
 DB_USER = "tickets"
 LOCK_PREFIX = "tickets:user:"
@@ -690,6 +698,7 @@ class Stack(object):
         # and secret settings (TEST_APP_ENV for tests)
         self.base_env = dict(TEST_APP_ENV if app_env is None else app_env)
         self.extra_env = {}
+        self.extra_bin = None   # restart_apps(test_build=True)
         self.port = port
         self.internal_port = internal_port
         self.demo = demo
@@ -1017,15 +1026,17 @@ class Stack(object):
             addr = (("127.0.0.1", _free_port()) if self.tcp
                     else self.path("app%d.sock" % i))
             inst = AppInstance(i, addr, self.path("app%d.log" % i),
-                               self.app_bin, env)
+                               self.extra_bin or self.app_bin, env)
             self.instances.append(inst)
             inst.start()
         for inst in self.instances:
             inst.wait_ready()
 
-    def restart_apps(self, env=None, count=None):
+    def restart_apps(self, env=None, count=None, test_build=False):
         """Stop every app instance and start count (default: as at start) with
-        env merged over the defaults; env=None restores the defaults. nginx is
+        env merged over the defaults; env=None restores the defaults.
+        test_build: run the test build (build_for_tests(app_bin)), which alone
+        accepts TICKETS_TEST_UNSAFE_NO_LOCK; the release binary refuses. nginx is
         reloaded so its upstream lists exactly these instances (and forgets
         failures seen before). The logs append to the same app<N>.log."""
         self._not_attached("restart_apps()")
@@ -1035,6 +1046,12 @@ class Stack(object):
         for inst in self.instances:
             inst.stop()
         self.extra_env = dict(env or {})
+        self.extra_bin = None
+        if test_build:
+            self.extra_bin = build_for_tests(self.app_bin)
+            if not os.access(self.extra_bin, os.X_OK):
+                raise StackError("%s is missing: run `make test-build` (or "
+                                 "set TICKETS_TEST_BIN)" % self.extra_bin)
         self._start_apps(count)
         self._render_nginx()
         self._reload_nginx()
@@ -1044,7 +1061,8 @@ class Stack(object):
         them is not running."""
         if self.attached:
             return False
-        return (bool(self.extra_env) or len(self.instances) != self.default_count
+        return (bool(self.extra_env) or self.extra_bin is not None
+                or len(self.instances) != self.default_count
                 or not all(i.running() for i in self.instances))
 
     def crashed_instances(self):

@@ -149,14 +149,17 @@ class unique_key_dropped:
 
 class apps_with(object):
     """`with apps_with(stack, env):` restarts the apps with `env`, and
-    restarts them with the defaults on the way out."""
+    restarts them with the defaults on the way out.  The TEST ONLY switch
+    needs the test build (the release binary refuses it), so env holding it
+    runs that build."""
 
     def __init__(self, stack, env):
         self.stack, self.env = stack, env
 
     def __enter__(self):
         try:
-            self.stack.restart_apps(env=self.env)
+            self.stack.restart_apps(env=self.env,
+                                    test_build=UNSAFE.items() <= self.env.items())
         except BaseException:
             self.stack.restart_apps()
             raise

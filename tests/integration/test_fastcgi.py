@@ -474,18 +474,19 @@ def test_one_process_serves_many_requests_at_once(stack, tmp_path):
 
 
 def test_secret_is_the_file_less_one_trailing_newline(stack, tmp_path):
-    """The secret file "s3cret\n\n" holds the secret "s3cret\n"."""
+    """The secret file "<32 bytes>\n\n" holds the secret "<32 bytes>\n"."""
     needs_harness(stack)
     stack.make_user(42)
     stack.make_event(7)
+    base = b"0123456789abcdef0123456789abcdef"
     secret_file = tmp_path / "secret"
-    secret_file.write_bytes(b"s3cret\n\n")
+    secret_file.write_bytes(base + b"\n\n")
     sock = str(tmp_path / "secret.sock")
     with App(stack, listen="unix:" + sock, address=sock,
              TICKETS_JWT_SECRET_FILE=str(secret_file)) as app:
         app.wait_ready()
-        for secret, status in ((b"s3cret", 401), (b"s3cret\n\n", 401),
-                               (stack.secret, 401), (b"s3cret\n", 404)):
+        for secret, status in ((base, 401), (base + b"\n\n", 401),
+                               (stack.secret, 401), (base + b"\n", 404)):
             tok = stack.token(42, secret=secret)
             r = fcgi(sock, "GET", uri_params(path(7), token=tok))
             assert r.status == status, (secret, r.status, r.text)

@@ -13,7 +13,7 @@
 #include "auth.h"
 
 #define NOW 1800000000LL
-static const unsigned char secret[] = "s3cret-for-tests";
+static const unsigned char secret[] = "s3cret-for-tests-0123456789abcdef";
 #define SECRET_LEN (sizeof(secret) - 1)
 
 /* base64url without padding, for minting test tokens */
