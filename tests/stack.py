@@ -31,6 +31,7 @@ import os
 import pwd
 import re
 import secrets
+import ssl
 import shutil
 import signal
 import socket
@@ -182,6 +183,49 @@ def _write_private(path, text):
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
+
+
+def make_ca(directory, name, cn):
+    """A throw-away CA (EC P-256, valid 2 days) made with openssl:
+    <name>.pem and <name>-key.pem in directory; returns the certificate's
+    path."""
+    os.makedirs(directory, exist_ok=True)
+    cert = os.path.join(directory, name + ".pem")
+    key = os.path.join(directory, name + "-key.pem")
+    _openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt",
+              "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
+              cert, "-days", "2", "-subj", "/CN=" + cn])
+    return cert
+
+
+def make_cert(directory, name, cn, ca, san=None, client=False):
+    """A certificate for cn signed by the CA made by make_ca (ca: its
+    certificate's path): <name>.pem, <name>-key.pem; san like
+    "IP:127.0.0.1,DNS:localhost".  Returns (certificate, key)."""
+    cert = os.path.join(directory, name + ".pem")
+    key = os.path.join(directory, name + "-key.pem")
+    csr = os.path.join(directory, name + ".csr")
+    ext = os.path.join(directory, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\n")
+        f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        if san:
+            f.write("subjectAltName=%s\n" % san)
+    _openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+              "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + cn])
+    _openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey",
+              ca[:-len(".pem")] + "-key.pem", "-CAcreateserial", "-days", "2",
+              "-extfile", ext, "-out", cert])
+    os.chmod(key, 0o600)
+    return cert, key
+
+
+def _openssl(args):
+    r = subprocess.run(["openssl"] + args, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise StackError("openssl %s failed:\n%s" % (
+            " ".join(args[:2]), r.stdout.decode("utf-8", "replace")))
 
 
 def tail_file(path, lines=30):
@@ -344,12 +388,13 @@ class Resp(object):
 
 
 def http_request(base_url, method, path, token=None, body=None, headers=None,
-                 timeout=30):
+                 timeout=30, tls_context=None):
     """One request on a fresh connection (thread-safe). body: bytes, str, or
-    a dict/list that is sent as JSON."""
-    if path.startswith("http://"):
+    a dict/list that is sent as JSON.  An https:// base is spoken to with
+    tls_context (an ssl.SSLContext; default: the system's CAs)."""
+    if path.startswith(("http://", "https://")):
         full = urllib.parse.urlsplit(path)
-        base_url = "http://" + full.netloc
+        base_url = full.scheme + "://" + full.netloc
         path = (full.path or "/") + ("?" + full.query if full.query else "")
     u = urllib.parse.urlsplit(base_url)
     hdrs = {}
@@ -361,7 +406,11 @@ def http_request(base_url, method, path, token=None, body=None, headers=None,
     if token is not None:
         hdrs["Authorization"] = "Bearer " + token
     hdrs.update(headers or {})
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=timeout,
+                                           context=tls_context)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=hdrs)
         r = conn.getresponse()
@@ -688,7 +737,8 @@ class Stack(object):
 
     def __init__(self, dir=None, instances=2, app_bin=None, app_env=None,
                  port=None, internal_port=None, demo=False, keep=False,
-                 quiet=False, web=False, php=False, keepalive=None, tcp=False):
+                 quiet=False, web=False, php=False, keepalive=None, tcp=False,
+                 tls_port=None, db_tls=False):
         self.dir = os.path.abspath(dir) if dir else None
         self.own_dir = dir is None
         self.default_count = instances
@@ -704,6 +754,16 @@ class Stack(object):
         self.demo = demo
         self.web = web        # serve web/ at / (and /demo/tokens.json if demo)
         self.php = php        # php-fpm with examples/php/ at /php/
+        # nginx also serves the public server over TLS (HTTP/2) on tls_port
+        # (free port if None), with a throw-away certificate of its own CA
+        self.tls_port = tls_port
+        self.tls_url = None
+        # db_tls: MariaDB also listens on 127.0.0.1:db_port with TLS (a
+        # throw-away CA and server certificate in tls/) and
+        # require_secure_transport=ON; the apps connect there over TCP,
+        # verifying the server against tls/db-ca.pem
+        self.db_tls = db_tls
+        self.db_port = None
         self.php_proc = None
         # nginx `keepalive N` (idle kept connections per nginx worker) in
         # the upstream; 0: none. The shipped default unless given.
@@ -768,6 +828,7 @@ class Stack(object):
         s.attached = True
         s.url = (url or state["url"]).rstrip("/")
         s.internal_url = state["internal_url"]
+        s.tls_url = state.get("tls_url")
         s._db_socket = state["db_socket"]
         s._secret_file = state["secret_file"]
         with open(s._secret_file, "rb") as f:
@@ -910,18 +971,42 @@ class Stack(object):
                "--socket=" + self.path("mysql.sock"),
                "--pid-file=" + self.path("mariadb.pid"),
                "--log-error=" + self.path("mariadb.err"),
-               "--skip-networking", "--skip-log-bin",
+               "--skip-log-bin",
                "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
                "--sync-binlog=0", "--innodb-buffer-pool-size=256M",
                "--max-connections=500",
                "--plugin-load-add=metadata_lock_info",
                "--default-time-zone=" + DB_TIME_ZONE,
                "--character-set-server=utf8mb4"]
+        if self.db_tls:
+            tls = self.path("tls")
+            cmd += ["--bind-address=127.0.0.1", "--port=%d" % self.db_port,
+                    "--ssl-ca=" + os.path.join(tls, "db-ca.pem"),
+                    "--ssl-cert=" + os.path.join(tls, "db-server.pem"),
+                    "--ssl-key=" + os.path.join(tls, "db-server-key.pem"),
+                    "--require-secure-transport=ON",
+                    "--performance-schema=ON"]
+        else:
+            cmd.append("--skip-networking")
         if os.geteuid() == 0:
             cmd.append("--user=root")
         return cmd
 
+    def _make_db_tls(self):
+        """The database's throw-away CA and server certificate (for
+        127.0.0.1 and localhost), made once per run directory."""
+        tls = self.path("tls")
+        if os.path.exists(os.path.join(tls, "db-server.pem")):
+            return
+        ca = make_ca(tls, "db-ca", "tickets test database CA")
+        make_cert(tls, "db-server", "127.0.0.1", ca,
+                  san="IP:127.0.0.1,DNS:localhost")
+
     def _start_db(self):
+        if self.db_tls:
+            self._make_db_tls()
+            if self.db_port is None:
+                self.db_port = _free_port()
         datadir = self.path("db")
         if not os.path.isdir(os.path.join(datadir, "mysql")):
             install_datadir(datadir, self.path("mariadb-install.log"))
@@ -1007,8 +1092,13 @@ class Stack(object):
     def _app_env(self):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("TICKETS_")}
+        if self.db_tls:
+            env.update({"TICKETS_DB_HOST": "127.0.0.1",
+                        "TICKETS_DB_PORT": str(self.db_port),
+                        "TICKETS_DB_TLS_CA": self.path("tls", "db-ca.pem")})
+        else:
+            env["TICKETS_DB_SOCKET"] = self.path("mysql.sock")
         env.update({
-            "TICKETS_DB_SOCKET": self.path("mysql.sock"),
             "TICKETS_DB_USER": DB_USER,
             "TICKETS_DB_PASSWORD_FILE": self.path("db-password"),
             "TICKETS_DB_NAME": DB_NAME,
@@ -1125,6 +1215,7 @@ class Stack(object):
             servers += "\n        keepalive %d;" % self.keepalive
         values = {
             "PREFIX": self.dir,
+            "TLS_PORT": str(self.tls_port),
             "USER": pwd.getpwuid(os.geteuid()).pw_name,
             "GROUP": grp.getgrgid(os.getegid()).gr_name,
             "PORT": str(self.port),
@@ -1192,15 +1283,34 @@ class Stack(object):
         if r.returncode != 0:
             raise StackError("nginx -t failed:\n%s" % r.stdout.decode())
 
+    def _make_nginx_tls(self):
+        """nginx's throw-away CA and certificate (127.0.0.1, localhost)."""
+        tls = self.path("tls")
+        if os.path.exists(os.path.join(tls, "nginx.pem")):
+            return
+        ca = make_ca(tls, "web-ca", "tickets test web CA")
+        make_cert(tls, "nginx", "localhost", ca,
+                  san="IP:127.0.0.1,DNS:localhost")
+
+    def tls_context(self):
+        """An ssl.SSLContext that trusts nginx's throw-away CA (and checks
+        the host name), for requests to tls_url."""
+        ctx = ssl.create_default_context(cafile=self.path("tls", "web-ca.pem"))
+        return ctx
+
     def _start_nginx(self):
-        if self.port is None:
-            self.port = _free_port()
-        if self.internal_port is None:
-            self.internal_port = _free_port()
-            while self.internal_port == self.port:
-                self.internal_port = _free_port()
+        taken = set()
+        for attr in ("port", "internal_port", "tls_port"):
+            if getattr(self, attr) is None:
+                p = _free_port()
+                while p in taken:
+                    p = _free_port()
+                setattr(self, attr, p)
+            taken.add(getattr(self, attr))
+        self._make_nginx_tls()
         self.url = "http://127.0.0.1:%d" % self.port
         self.internal_url = "http://127.0.0.1:%d" % self.internal_port
+        self.tls_url = "https://127.0.0.1:%d" % self.tls_port
         self._render_nginx()
         self._nginx_test()
         with open(self.path("nginx.out"), "ab") as out:
@@ -1215,6 +1325,10 @@ class Stack(object):
         for url in (self.url, self.internal_url):
             _wait_for("nginx on " + url, lambda: ours(url), 20,
                       self.nginx_proc, self.path("nginx-error.log"))
+        _wait_for("nginx on " + self.tls_url, lambda: http_request(
+            self.tls_url, "GET", "/.stack-ready", timeout=2,
+            tls_context=self.tls_context()).status == 404, 20,
+            self.nginx_proc, self.path("nginx-error.log"))
         self._nginx_workers = _children(self.nginx_proc.pid)
 
     def _reload_nginx(self, timeout=20):
@@ -1327,8 +1441,12 @@ class Stack(object):
                 timeout=30, base=None):
         """One HTTP request through nginx (public server unless base, e.g.
         stack.internal_url; a full http:// URL as path also works)."""
-        return http_request(base or self.url, method, path, token, body,
-                            headers, timeout)
+        base = base or self.url
+        ctx = None
+        if base.startswith("https://") or path.startswith("https://"):
+            ctx = self.tls_context()
+        return http_request(base, method, path, token, body, headers, timeout,
+                            tls_context=ctx)
 
     def token(self, sub, exp_delta=300, alg="HS256", secret=None, header=None,
               sub_raw=False, **claims):
@@ -1429,6 +1547,7 @@ class Stack(object):
     def write_state(self, path):
         state = {
             "dir": self.dir, "url": self.url, "internal_url": self.internal_url,
+            "tls_url": self.tls_url,
             "db_socket": self.db_socket, "db_name": DB_NAME,
             "db_user": DB_USER, "db_password_file": self.path("db-password"),
             "secret_file": self.secret_file, "bin": self.app_bin,

@@ -558,6 +558,7 @@ http {
         '"upstream_response_time":"$upstream_response_time"}';
     access_log %(p)s/nginx-access.log cluster;
     limit_req_zone $http_authorization zone=tickets_per_token:32m rate=100r/s;
+    map $scheme $tickets_hsts { https "max-age=63072000"; default ""; }
     upstream tickets_app {
         %(servers)s
     }
