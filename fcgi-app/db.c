@@ -127,7 +127,9 @@ static void db_close(struct db *db)
  * TLS to the server (TICKETS_DB_TLS_*): any setting makes TLS required
  * (MYSQL_OPT_SSL_ENFORCE: a server without it is refused, never a silent
  * fall back to clear text); a CA turns the check of the server's
- * certificate and host name on unless TICKETS_DB_TLS_VERIFY=0.
+ * certificate and host name on unless TICKETS_DB_TLS_VERIFY=0, which then
+ * checks nothing (libmariadb checks the chain whenever it has a CA, so the
+ * CA is only given when verifying).
  */
 static void db_tls_options(MYSQL *conn, const struct config *cfg)
 {
@@ -137,7 +139,7 @@ static void db_tls_options(MYSQL *conn, const struct config *cfg)
         return;
     mysql_optionsv(conn, MYSQL_OPT_SSL_ENFORCE, &on);
     mysql_optionsv(conn, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify);
-    if (cfg->db_tls_ca)
+    if (cfg->db_tls_ca && verify)
         mysql_optionsv(conn, MYSQL_OPT_SSL_CA, cfg->db_tls_ca);
     if (cfg->db_tls_cert) {
         mysql_optionsv(conn, MYSQL_OPT_SSL_CERT, cfg->db_tls_cert);
