@@ -77,6 +77,15 @@ def test_right_ca_connects_over_tls(tls_stack):
     r = check_config(s, TICKETS_DB_TLS_CA=s.path("tls", "db-ca.pem"))
     assert r.returncode == 0, r
     assert b"over TLS, cipher " in r.stdout, r.stdout
+    # the same setting as a config-file key and as a flag
+    conf = os.path.join(s.dir, "tls.env")
+    with open(conf, "w") as f:
+        f.write("TICKETS_DB_TLS_CA=%s\n" % s.path("tls", "db-ca.pem"))
+    for args in (["--config", conf], ["--db-tls-ca=" + s.path("tls", "db-ca.pem")]):
+        r = subprocess.run([s.app_bin, "--check-config"] + args, env=app_env(s),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        assert r.returncode == 0 and b"over TLS, cipher " in r.stdout, (args, r)
     sys.stderr.write("app sessions' Ssl_cipher: %s\n" % sorted(set(ciphers)))
 
 
