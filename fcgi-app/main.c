@@ -84,6 +84,15 @@ static int unix_path_free(const struct sockaddr_un *sa)
     return 0;
 }
 
+/* On the way out: our socket, unless something else took its place. */
+static void unlink_socket(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path);
+}
+
 /*
  * The socket file gets mode 0660 as bind() creates it (the umask, set
  * around bind only; no thread runs yet), never by a chmod() of the path
@@ -311,7 +320,7 @@ int main(int argc, char **argv)
     status = EXIT_SUCCESS;
 out:
     if (cfg.listen && strncmp(cfg.listen, "unix:", 5) == 0)
-        unlink(cfg.listen + 5);
+        unlink_socket(cfg.listen + 5);
     db_library_end();
     config_release(&cfg);
     return status;
