@@ -121,7 +121,14 @@ echo "verified: ${units[*]}"
 step "nginx -t: the shipped site with the installed snippets"
 mkdir "$WORK/nginx"
 ln -s /etc/nginx/snippets "$WORK/nginx/snippets"
-sed "s|/var/log/nginx/|$WORK/nginx/|g" /usr/share/$PKG/nginx/tickets.conf >"$WORK/nginx/site.conf"
+# the site's certificate is the operator's (certbot); a throw-away one here
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=tickets.example.org -keyout "$WORK/nginx/key.pem" \
+    -out "$WORK/nginx/cert.pem" 2>/dev/null || fail "openssl: no throw-away certificate"
+sed -e "s|/var/log/nginx/|$WORK/nginx/|g" \
+    -e "s|/etc/letsencrypt/live/tickets.example.org/fullchain.pem|$WORK/nginx/cert.pem|" \
+    -e "s|/etc/letsencrypt/live/tickets.example.org/privkey.pem|$WORK/nginx/key.pem|" \
+    /usr/share/$PKG/nginx/tickets.conf >"$WORK/nginx/site.conf"
 cat >"$WORK/nginx/nginx.conf" <<NGINX
 pid $WORK/nginx/nginx.pid;
 error_log stderr;
