@@ -66,8 +66,8 @@ static const struct option_def options[] = {
     {"db-tls-verify", "TICKETS_DB_TLS_VERIFY", NULL, OPT_TRISTATE,
      OFF(db_tls_verify), 0, 0,
      "1: TLS, and check the server's certificate and host name (against "
-     "the CA, else the system's CAs); 0: encrypt without checking "
-     "[default: 1 when TICKETS_DB_TLS_CA is set]"},
+     "the CA, else the system's CAs); 0: encrypt without checking; unset: "
+     "1 when TICKETS_DB_TLS_CA is set"},
     {"jwt-secret-file", "TICKETS_JWT_SECRET_FILE", NULL, OPT_STRING,
      OFF(jwt_secret_file), 0, 0,
      "file holding the HS256 secret, at least 32 bytes (required)"},
@@ -159,7 +159,7 @@ void config_man(FILE *out)
 {
     static const char *const metavar[] = {
         [OPT_STRING] = "VALUE", [OPT_LONG] = "N", [OPT_SECONDS] = "SECONDS",
-        [OPT_FLAG] = NULL, [OPT_TRISTATE] = "0|1"};
+        [OPT_FLAG] = NULL, [OPT_TRISTATE] = "BOOL"};
     size_t i;
 
     fputs(".\\\" generated from the option table of fcgi-app/config.c\n", out);
