@@ -96,7 +96,10 @@ APP_SRCS := $(wildcard fcgi-app/*.c)
 APP_OBJS := $(patsubst fcgi-app/%.c,$(BUILD)/obj/%.o,$(APP_SRCS))
 LIB_OBJS := $(filter-out $(BUILD)/obj/main.o,$(APP_OBJS))
 TEST_BIN := $(BUILD)/tickets-fcgi-test
-TEST_OBJS := $(filter-out $(BUILD)/obj/config.o,$(APP_OBJS)) $(BUILD)/obj/config-test.o
+# the files that hold TEST ONLY code (#ifdef TICKETS_TEST_BUILD)
+TEST_ONLY_SRCS := config routes tickets
+TEST_OBJS := $(filter-out $(TEST_ONLY_SRCS:%=$(BUILD)/obj/%.o),$(APP_OBJS)) \
+	$(TEST_ONLY_SRCS:%=$(BUILD)/obj/%-test.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
 
@@ -132,8 +135,9 @@ $(TEST_BIN): $(TEST_OBJS)
 	@echo "  LINK    $@"
 	$(Q)$(CC) $(PROJECT_CFLAGS) $(CFLAGS) $(PROJECT_LDFLAGS) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-# Only config.c differs in a test build: it accepts the TEST ONLY switches.
-$(BUILD)/obj/config-test.o: fcgi-app/config.c Makefile
+# A test build differs in TEST_ONLY_SRCS: config.c accepts the TEST ONLY
+# switch, routes.c and tickets.c have the claim without the lock.
+$(BUILD)/obj/%-test.o: fcgi-app/%.c Makefile
 	@mkdir -p $(@D)
 	@echo "  CC      $< (test build)"
 	$(Q)$(CC) $(PROJECT_CPPFLAGS) -DTICKETS_TEST_BUILD $(CPPFLAGS) $(SAN_CPPFLAGS) $(PKG_CFLAGS) $(PROJECT_CFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<

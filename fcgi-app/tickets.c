@@ -190,10 +190,11 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
 }
 
 /*
- * The write under the lock (or, in tests, without it).  A connection that
- * lost its lock (closed after an error) is never used as if it held it.
+ * The write, under the user's lock (without it only in the test build's
+ * tickets_claim_unguarded).  A connection that lost its lock (closed after
+ * an error) is never used as if it held it.
  */
-static enum claim_outcome claim_locked(struct db *db, bool locked,
+static enum claim_outcome claim_write(struct db *db, bool locked,
                                        int64_t user_id, int64_t event_id,
                                        const struct claim_budget *b,
                                        struct ticket *out)
@@ -211,15 +212,17 @@ static enum claim_outcome claim_locked(struct db *db, bool locked,
     return CLAIM_UNAVAILABLE;
 }
 
-enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
-                                 int64_t user_id, int64_t event_id,
-                                 const struct claim_budget *budget,
-                                 struct ticket *out)
+/*
+ * The lock-free first look: the answer (an existing ticket, a refusal), or
+ * CLAIM_CREATED for "may create: go on under the lock".
+ */
+static enum claim_outcome first_look(struct db *db, int64_t user_id,
+                                     int64_t event_id,
+                                     const struct claim_budget *budget,
+                                     struct ticket *out)
 {
     struct claim_facts f;
     enum claim_outcome o;
-    enum db_status rc;
-    int64_t wait;
 
     if (late(budget) || db_claim_glance(db, user_id, event_id, &f) != DB_OK)
         return CLAIM_UNAVAILABLE;
@@ -232,11 +235,21 @@ enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
     }
     if (o == CLAIM_EXISTING)
         *out = f.ticket;
+    return o;
+}
+
+enum claim_outcome tickets_claim(struct db *db, int64_t user_id,
+                                 int64_t event_id,
+                                 const struct claim_budget *budget,
+                                 struct ticket *out)
+{
+    enum claim_outcome o;
+    enum db_status rc;
+    int64_t wait;
+
+    o = first_look(db, user_id, event_id, budget, out);
     if (o != CLAIM_CREATED)
         return o;
-    if (unsafe_no_lock)
-        return claim_locked(db, false, user_id, event_id, budget, out);
-
     /* the lock wait ends by the deadline, then at least a little */
     wait = budget->deadline_us - util_now_us();
     if (wait > budget->lock_wait_us)
@@ -246,10 +259,24 @@ enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
     rc = db_user_lock(db, user_id, wait);
     if (rc != DB_OK) /* busy or unavailable: nothing held */
         return rc == DB_LOCK_TIMEOUT ? CLAIM_BUSY : CLAIM_UNAVAILABLE;
-    o = claim_locked(db, true, user_id, event_id, budget, out);
+    o = claim_write(db, true, user_id, event_id, budget, out);
     db_user_unlock(db, user_id); /* created, refused or failed: all pass here */
     return o;
 }
+
+#ifdef TICKETS_TEST_BUILD
+enum claim_outcome tickets_claim_unguarded(struct db *db, int64_t user_id,
+                                           int64_t event_id,
+                                           const struct claim_budget *budget,
+                                           struct ticket *out)
+{
+    enum claim_outcome o = first_look(db, user_id, event_id, budget, out);
+
+    return o == CLAIM_CREATED
+               ? claim_write(db, false, user_id, event_id, budget, out)
+               : o;
+}
+#endif
 
 enum claim_outcome tickets_get(struct db *db, int64_t user_id,
                                int64_t event_id, struct ticket *out)

@@ -113,14 +113,24 @@ struct claim_budget {
  * (an existing ticket or a refusal is answered at once), else take the
  * per-user named lock, create the ticket in one transaction, release the
  * lock, all within budget.  On CLAIM_CREATED and CLAIM_EXISTING *out holds
- * the ticket.  Holds no named lock on return.  With unsafe_no_lock (tests
- * only) the named lock is skipped and only the database's unique key
- * guards.
+ * the ticket.  Holds no named lock on return.
  */
-enum claim_outcome tickets_claim(struct db *db, bool unsafe_no_lock,
-                                 int64_t user_id, int64_t event_id,
+enum claim_outcome tickets_claim(struct db *db, int64_t user_id,
+                                 int64_t event_id,
                                  const struct claim_budget *budget,
                                  struct ticket *out);
+
+#ifdef TICKETS_TEST_BUILD
+/*
+ * TEST ONLY (compiled into the test build alone): the same claim without
+ * the per-user lock, so that the tests can show the unique key alone
+ * still keeps one ticket per pair (TICKETS_TEST_UNSAFE_NO_LOCK).
+ */
+enum claim_outcome tickets_claim_unguarded(struct db *db, int64_t user_id,
+                                           int64_t event_id,
+                                           const struct claim_budget *budget,
+                                           struct ticket *out);
+#endif
 
 /*
  * Coalescing: the leader of a user's claims in this process answers each
