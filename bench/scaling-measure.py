@@ -18,7 +18,7 @@ mariadbd, the app instances, nginx and wrk spent per request (from
 the machine is doing. Throughput itself depends on the load of the machine
 (it is printed with the load average); CPU per request much less so.
 
-    /usr/bin/python3 scripts/scaling-measure.py [--seconds 6] [--connections 32]
+    /usr/bin/python3 bench/scaling-measure.py [--seconds 6] [--connections 32]
         [--json out.json]
 
 Standard library, tests/stack.py (python3-pymysql) and wrk.
