@@ -17,7 +17,6 @@ not supported.
 
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -27,7 +26,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))   # tests/, for stack.py
 
-from stack import Stack, StackError  # noqa: E402  (tests/stack.py)
+from fixtures import after_test, before_test, end_session, session_stack  # noqa: E402
 
 import faultlib  # noqa: E402  (tests/faults/faultlib.py)
 
@@ -117,24 +116,6 @@ class Supervisor(object):
 # ---------------------------------------------------------------------------
 # session
 
-# Sanitizer report lines that a test may expect: the ASan/TSan allocator
-# refusing libfcgi's 2 GiB malloc (test_hostile_fastcgi's killer record).
-EXPECTED_SANITIZER = re.compile(
-    r"allocation-size-too-big|requested allocation size|"
-    r"allocator_may_return_null|exceeds maximum supported size")
-
-
-def _sanitizer_findings(stack, since=None):
-    return [line for line in stack.sanitizer_report(since=since)
-            if not EXPECTED_SANITIZER.search(line)]
-
-
-@pytest.fixture(scope="session")
-def figures():
-    """{row: {name: value}}: the measured figures of this run."""
-    return faultlib.FIGURES
-
-
 @pytest.fixture(scope="session")
 def stack(request):
     """The running stack (tests/stack.py), two instances, and its supervisor
@@ -142,53 +123,27 @@ def stack(request):
     if os.environ.get("TICKETS_TEST_URL"):
         pytest.exit("tests/faults need a stack of their own: unset "
                     "TICKETS_TEST_URL", returncode=4)
-    s = Stack(app_bin=os.environ.get("TICKETS_BIN"), instances=2)
-    try:
-        s.start()
-    except StackError as e:
-        pytest.exit("cannot start the test stack: %s" % e, returncode=3)
-    sys.stderr.write("\nstack: %s (internal %s) in %s, started in %.1f s, "
-                     "app %s, slow factor %g\n" % (
-                         s.url, s.internal_url, s.dir, s.timings["total"],
-                         s.app_bin, faultlib.SLOW))
+    s = session_stack(", app %s, slow factor %g" % (
+        os.environ.get("TICKETS_BIN"), faultlib.SLOW))
     s.supervisor = Supervisor(s).start()
     yield s
     s.supervisor.stop()
-    crashed, found = s.end_session(request.session.testsfailed > 0,
-                                   lambda: _sanitizer_findings(s))
-    assert not crashed, "app instance(s) died: %s" % crashed
-    assert not found, "sanitizer findings in the app logs: %s" % found[:5]
+    end_session(request, s)
 
 
 @pytest.fixture(autouse=True)
 def clean(stack):
-    """Before: MariaDB up, the default apps running, the tables empty.
-    After: no tickets:user:% lock held (settled), free_issued equal to the
-    rows of each event, no unannounced instance restart or crash, no new
-    sanitizer finding."""
-    stack.ensure_db()
-    if stack.apps_modified():
-        stack.restart_apps()
-    stack.reset_tables()
-    mark = stack.log_mark()
+    """tests/fixtures.py: before_test, then after_test (5 s to settle), and
+    no unannounced instance restart."""
+    mark = before_test(stack)
     sup = stack.supervisor
     sup.expected = 0
     smark = sup.mark()
     yield
-    problems = []
     restarts = sup.since(smark)
-    if len(restarts) > sup.expected:
-        problems.append("app instance(s) died and were restarted by the "
-                        "supervisor: %s" % restarts)
-    crashed = stack.crashed_instances()
-    if crashed:
-        problems.append("app instance(s) died: %s (exit %s)" % (
-            crashed, [i.returncode for i in crashed]))
-    if stack.db_running():
-        problems += stack.invariant_problems(settle=5.0)
-    problems += ["sanitizer: " + line
-                 for line in _sanitizer_findings(stack, since=mark)]
-    assert not problems, "\n".join(problems)
+    after_test(stack, mark, settle=5.0, problems=[
+        "app instance(s) died and were restarted by the supervisor: %s"
+        % restarts] if len(restarts) > sup.expected else [])
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -49,7 +49,8 @@ import pytest
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
 
-from stack import ROOT, Stack, StackError, fcgi_request  # noqa: E402
+from fixtures import own_stack  # noqa: E402
+from stack import ROOT, fcgi_request  # noqa: E402
 
 DEPLOY = os.path.join(ROOT, "deploy")
 SPAWN_UNIT = os.path.join(DEPLOY, "systemd", "spawn-fcgi", "tickets-fcgi.service")
@@ -251,15 +252,7 @@ def test_env_example_names_only_known_variables():
 @pytest.fixture(scope="module")
 def stack():
     """A private MariaDB (and one app, unused) for the apps started here."""
-    s = Stack(instances=1, quiet=True)
-    try:
-        s.start()
-    except StackError as e:
-        pytest.fail("cannot start the test stack: %s" % e)
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from own_stack(instances=1)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stack import Stack, StackError  # noqa: E402  (tests/stack.py)
+from fixtures import after_test, before_test, end_session, session_stack  # noqa: E402
+from stack import Stack  # noqa: E402  (tests/stack.py)
 
 
 @pytest.fixture(scope="session")
@@ -25,38 +26,14 @@ def stack(request):
     if url:
         yield Stack.attach(url)
         return
-    s = Stack(app_bin=os.environ.get("TICKETS_BIN"), instances=2)
-    try:
-        s.start()
-    except StackError as e:
-        pytest.exit("cannot start the test stack: %s" % e, returncode=3)
-    sys.stderr.write("\nstack: %s (internal %s) in %s, started in %.1f s\n"
-                     % (s.url, s.internal_url, s.dir, s.timings["total"]))
+    s = session_stack()
     yield s
-    crashed, found = s.end_session(request.session.testsfailed > 0)
-    assert not crashed, "app instance(s) died: %s" % crashed
-    assert not found, "sanitizer findings in the app logs: %s" % found[:5]
+    end_session(request, s)
 
 
 @pytest.fixture(autouse=True)
 def clean(stack):
-    """Before: MariaDB up (restarted or resumed if a test left it down),
-    the default apps running (restarted if a test changed them), the four
-    tables empty.
-    After: no tickets:user:% lock held (2 s to settle), free_issued equal to
-    each event's ticket rows, no app crash, no new sanitizer finding."""
-    stack.ensure_db()
-    if stack.apps_modified():
-        stack.restart_apps()
-    stack.reset_tables()
-    mark = stack.log_mark()
+    """tests/fixtures.py: before_test, then after_test (2 s to settle)."""
+    mark = before_test(stack)
     yield
-    crashed = stack.crashed_instances()
-    problems = []
-    if crashed:
-        problems.append("app instance(s) died: %s (exit %s)" % (
-            crashed, [i.returncode for i in crashed]))
-    if stack.db_running():
-        problems += stack.invariant_problems(settle=2.0)
-    problems += ["sanitizer: " + line for line in stack.sanitizer_report(since=mark)]
-    assert not problems, "\n".join(problems)
+    after_test(stack, mark, settle=2.0)

@@ -21,8 +21,9 @@ import time
 import pytest
 
 from helpers import path, rows
-from stack import (LOCK_PREFIX, FcgiConnection, Stack, StackError,
-                   _fcgi_params, _fcgi_payload, http_request)
+from fixtures import own_stack
+from stack import (LOCK_PREFIX, FcgiConnection, _fcgi_params, _fcgi_payload,
+                   http_request)
 from test_concurrency import fire
 
 THREADS = 8                 # TEST_APP_ENV's TICKETS_THREADS
@@ -36,16 +37,8 @@ RESTART_GAP = 3
 def ka_stack(request):
     """nginx with `keepalive 16` and fastcgi_keep_conn on, two instances on
     unix sockets or on TCP."""
-    s = Stack(app_bin=os.environ.get("TICKETS_BIN"), instances=2,
-              keepalive=16, tcp=request.param == "tcp", quiet=True)
-    try:
-        s.start()
-    except StackError as e:
-        pytest.fail("cannot start the keep-alive stack: %s" % e)
-    yield s
-    crashed, found = s.end_session(False)
-    assert not crashed, "app instance(s) died: %s" % crashed
-    assert not found, "sanitizer findings: %s" % found[:5]
+    yield from own_stack(instances=2, keepalive=16,
+                         tcp=request.param == "tcp")
 
 
 @pytest.fixture(autouse=True)

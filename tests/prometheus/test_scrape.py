@@ -21,7 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from stack import Stack, StackError, _free_port  # noqa: E402
+from fixtures import own_stack  # noqa: E402
+from stack import _free_port  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml.example")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "tickets-fcgi.rules.yml")
@@ -56,15 +57,7 @@ def query(base, promql):
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(app_bin=os.environ.get("TICKETS_BIN"), instances=2, quiet=True)
-    try:
-        s.start()
-    except StackError as e:
-        pytest.fail("cannot start the test stack: %s" % e)
-    try:
-        yield s
-    finally:
-        s.stop()
+    yield from own_stack(instances=2)
 
 
 def test_prometheus_scrapes_each_instance_alone(stack):
