@@ -19,6 +19,25 @@
  * - After any unexpected error the connection is closed: the server then
  *   rolls back its transaction and frees its named locks, which is the only
  *   safe state when we do not know what the server did.
+ * - A failed connect makes the thread fail fast for RECONNECT_PAUSE_US.  So
+ *   does a fresh connection whose first statement fails with a server
+ *   error: a Galera node outside the Primary Component accepts the
+ *   connect, the SETs and every PREPARE, then answers 1047 to the first
+ *   real statement; without the pause every request opened one more
+ *   connection to it (thousands in seconds, tests/galera).
+ * - Try again (DB_RETRY) means 1213 only: a deadlock, or on Galera a
+ *   certification conflict or brute-force abort, which MariaDB reports as
+ *   1213.  The caller retries the transaction after db_retry_pause (a
+ *   jittered backoff within the request's budget).  Not retried: 1205
+ *   (a lock wait already as long as the database timeout: the database is
+ *   hung), 1047 and other errors of a node that is not ready (a retry on
+ *   the same node fails the same way; the health check takes it out of
+ *   the load balancer and the next connect, after the pause, goes where
+ *   the balancer sends it).
+ * - Readiness (db_ready, /api/health) runs a real prepared statement of
+ *   the app, not a ping (mysql_ping succeeds on a Galera node that refuses
+ *   every query); on Galera (wsrep_on) the node must also be ready
+ *   (wsrep_ready = ON) and synced (wsrep_local_state = 4).
  */
 #include "db.h"
 
@@ -27,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include <mysql.h>
@@ -55,6 +76,26 @@
  * MySQL has no such variable; there, set the server's wait_timeout low.
  */
 #define IDLE_TRX_SQL "SET SESSION idle_transaction_timeout = 2"
+
+/*
+ * Retries of a claim's transaction after DB_RETRY: at most this many, each
+ * after util_backoff_us(attempt, RETRY_BASE_US, RETRY_CAP_US), and only
+ * while the pause ends before the request's deadline (its budget,
+ * TICKETS_REQUEST_TIMEOUT from its arrival).  Galera's certification conflicts
+ * come in bursts when several nodes write the same event row: an immediate
+ * retry collides again.
+ */
+#define RETRY_MAX 8
+#define RETRY_BASE_US 10000
+#define RETRY_CAP_US 320000
+
+/* Galera: is this server a cluster node?  (MariaDB only; 0 or 1.) */
+#define WSREP_ON_SQL "SELECT @@global.wsrep_on"
+/* Galera: is the node ready and synced?  Rows (name, value). */
+#define WSREP_STATE_SQL                                                       \
+    "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS" \
+    " WHERE VARIABLE_NAME IN ('WSREP_READY', 'WSREP_LOCAL_STATE')"
+#define WSREP_SYNCED 4
 
 enum stmt_id {
     ST_GLANCE,
@@ -92,6 +133,11 @@ struct db {
     int64_t last_used_us;     /* monotonic; see IDLE_PING_US */
     bool reused;              /* this request found the connection open */
     bool stale;               /* and it turned out gone: retry once */
+    bool proven;              /* a statement succeeded on this connection */
+    bool opened_before;       /* an open was tried before: next is a reconnect */
+    bool galera;              /* the server is a Galera node (wsrep_on) */
+    MYSQL_STMT *wsrep_state;  /* WSREP_STATE_SQL, when galera */
+    uint32_t rng;             /* xorshift32 state for the retry jitter */
 };
 
 int db_library_init(void)
@@ -115,6 +161,9 @@ static void db_close(struct db *db)
             mysql_stmt_close(db->stmt[i]);
         db->stmt[i] = NULL;
     }
+    if (db->wsrep_state)
+        mysql_stmt_close(db->wsrep_state);
+    db->wsrep_state = NULL;
     mysql_close(db->conn);
     db->conn = NULL;
     if (db->locks_held)
@@ -173,6 +222,44 @@ static unsigned int ceil_seconds(int64_t us)
     return (unsigned int)((us + 999999) / 1000000);
 }
 
+/*
+ * Is the server a Galera node?  Sets db->galera and, if so, prepares
+ * WSREP_STATE_SQL.  A server built without wsrep knows no @@wsrep_on
+ * (1193): not a node.  -1 on any other failure.
+ */
+static int wsrep_detect(struct db *db)
+{
+    MYSQL_RES *res;
+    MYSQL_ROW row;
+
+    if (mysql_real_query(db->conn, WSREP_ON_SQL, strlen(WSREP_ON_SQL))) {
+        if (mysql_errno(db->conn) == ER_UNKNOWN_SYSTEM_VARIABLE)
+            return 0;
+        log_msg(LOG_ERROR, "cannot read @@wsrep_on: %s", mysql_error(db->conn));
+        return -1;
+    }
+    res = mysql_store_result(db->conn);
+    if (!res) {
+        log_msg(LOG_ERROR, "cannot read @@wsrep_on: %s", mysql_error(db->conn));
+        return -1;
+    }
+    row = mysql_fetch_row(res);
+    db->galera = row && row[0] && strcmp(row[0], "1") == 0;
+    mysql_free_result(res);
+    if (!db->galera)
+        return 0;
+    db->wsrep_state = mysql_stmt_init(db->conn);
+    if (!db->wsrep_state ||
+        mysql_stmt_prepare(db->wsrep_state, WSREP_STATE_SQL,
+                           strlen(WSREP_STATE_SQL))) {
+        log_msg(LOG_ERROR, "cannot prepare the wsrep state query: %s",
+                db->wsrep_state ? mysql_stmt_error(db->wsrep_state)
+                                : mysql_error(db->conn));
+        return -1;
+    }
+    return 0;
+}
+
 static enum db_status db_open(struct db *db)
 {
     const struct config *cfg = db->cfg;
@@ -185,6 +272,11 @@ static enum db_status db_open(struct db *db)
 
     if (now < db->next_connect_us)
         return DB_UNAVAILABLE;
+    if (db->opened_before)
+        metrics_inc(METRIC_db_reconnects);
+    db->opened_before = true;
+    db->proven = false;
+    db->galera = false;
     db->conn = mysql_init(NULL);
     if (!db->conn) {
         log_msg(LOG_ERROR, "mysql_init() failed: out of memory");
@@ -210,11 +302,14 @@ static enum db_status db_open(struct db *db)
         db_log_connect_error(db);
         goto fail;
     }
-    if (strstr(mysql_get_server_info(db->conn), "MariaDB") &&
-        mysql_real_query(db->conn, IDLE_TRX_SQL, strlen(IDLE_TRX_SQL))) {
-        log_msg(LOG_ERROR, "cannot set idle_transaction_timeout: %s",
-                mysql_error(db->conn));
-        goto fail;
+    if (strstr(mysql_get_server_info(db->conn), "MariaDB")) {
+        if (mysql_real_query(db->conn, IDLE_TRX_SQL, strlen(IDLE_TRX_SQL))) {
+            log_msg(LOG_ERROR, "cannot set idle_transaction_timeout: %s",
+                    mysql_error(db->conn));
+            goto fail;
+        }
+        if (wsrep_detect(db) < 0)
+            goto fail;
     }
     for (i = 0; i < NSTMT; i++) {
         db->stmt[i] = mysql_stmt_init(db->conn);
@@ -230,6 +325,7 @@ static enum db_status db_open(struct db *db)
     return DB_OK;
 fail:
     metrics_inc(METRIC_db_errors);
+    metrics_inc(METRIC_db_connect_failures);
     db_close(db);
     db->next_connect_us = now + RECONNECT_PAUSE_US;
     return DB_UNAVAILABLE;
@@ -266,6 +362,9 @@ struct db *db_new(const struct config *cfg)
         abort();
     mysql_thread_init();
     db->cfg = cfg;
+    if (getrandom(&db->rng, sizeof(db->rng), 0) != (ssize_t)sizeof(db->rng))
+        db->rng = (uint32_t)util_now_us();
+    db->rng |= 1; /* xorshift32 must not start at 0 */
     db_ensure(db); /* open at start; a failure is retried on first use */
     return db;
 }
@@ -304,6 +403,12 @@ static enum db_status db_fail(struct db *db, MYSQL_STMT *st, const char *what)
     }
     log_msg(LOG_ERROR, "%s failed: %s (%u)", what, msg, err);
     metrics_inc(METRIC_db_errors);
+    if (!db->proven && err < CR_MIN_ERROR) {
+        /* the first statement of a fresh connection, refused by the
+         * server: a failed connect (see the file comment) */
+        metrics_inc(METRIC_db_connect_failures);
+        db->next_connect_us = util_now_us() + RECONNECT_PAUSE_US;
+    }
     /* a connection opened before this request and now gone (the server
      * restarted, or dropped it): a fresh one may well work */
     db->stale = db->reused && db->locks_held == 0 &&
@@ -405,6 +510,7 @@ static enum db_status db_exec(struct db *db, enum stmt_id id,
         mysql_stmt_execute(st) ||
         (results && mysql_stmt_bind_result(st, results)))
         return db_fail(db, st, "statement");
+    db->proven = true;
     return DB_OK;
 }
 
@@ -446,6 +552,115 @@ enum db_status db_ping(struct db *db)
     enum db_status rc = db_ping_once(db);
 
     return db_retry_stale(db, rc) ? db_ping_once(db) : rc;
+}
+
+/*
+ * Galera: the node is ready (wsrep_ready = ON) and synced
+ * (wsrep_local_state = 4).  A donor or joiner, or a node outside the
+ * Primary Component, is not: DB_NOT_FOUND, the connection stays open.
+ */
+static enum db_status wsrep_synced(struct db *db)
+{
+    MYSQL_STMT *st = db->wsrep_state;
+    MYSQL_BIND r[2];
+    my_bool null[2];
+    unsigned long len[2];
+    char name[64], value[64];
+    bool ready = false, synced = false;
+    int rc;
+
+    out_str(&r[0], &null[0], &len[0], name, sizeof(name));
+    out_str(&r[1], &null[1], &len[1], value, sizeof(value));
+    if (mysql_stmt_execute(st) || mysql_stmt_bind_result(st, r))
+        return db_fail(db, st, "wsrep state");
+    while ((rc = mysql_stmt_fetch(st)) == 0 || rc == MYSQL_DATA_TRUNCATED) {
+        if (null[0] || null[1])
+            continue;
+        if (strcasecmp(name, "WSREP_READY") == 0)
+            ready = strcasecmp(value, "ON") == 0;
+        else if (strcasecmp(name, "WSREP_LOCAL_STATE") == 0)
+            synced = atoi(value) == WSREP_SYNCED;
+    }
+    if (rc != MYSQL_NO_DATA)
+        return db_fail(db, st, "wsrep state fetch");
+    if (!ready || !synced) {
+        log_msg(LOG_INFO, "not ready: Galera node%s%s",
+                ready ? "" : " not ready (wsrep_ready)",
+                synced ? "" : " not synced (wsrep_local_state)");
+        return DB_NOT_FOUND;
+    }
+    return DB_OK;
+}
+
+/*
+ * One of the app's own prepared statements (a ticket looked up by its
+ * unique key, for a user that cannot exist: no row), then Galera's state.
+ */
+static enum db_status ready_once(struct db *db)
+{
+    int64_t none = 0;
+    struct ticket t;
+    MYSQL_BIND p[2], r[3];
+    my_bool null[3];
+    unsigned long len[3];
+    MYSQL_TIME created;
+    enum db_status rc;
+
+    if (db_ensure(db) != DB_OK)
+        return DB_UNAVAILABLE;
+    bind_i64(&p[0], &none);
+    bind_i64(&p[1], &none);
+    out_i64(&r[0], &null[0], &t.id);
+    out_str(&r[1], &null[1], &len[1], t.code, sizeof(t.code));
+    out_time(&r[2], &null[2], &created);
+    rc = db_exec(db, ST_TICKET, p, r);
+    if (rc == DB_OK)
+        rc = db_fetch_one(db, ST_TICKET);
+    if (rc == DB_NOT_FOUND)
+        rc = DB_OK;
+    if (rc == DB_OK && db->galera)
+        rc = wsrep_synced(db);
+    return rc == DB_OK ? DB_OK : DB_UNAVAILABLE;
+}
+
+enum db_status db_ready(struct db *db)
+{
+    enum db_status rc = ready_once(db);
+
+    if (db_retry_stale(db, rc))
+        rc = ready_once(db);
+    if (rc != DB_OK)
+        metrics_inc(METRIC_health_unready);
+    return rc;
+}
+
+static uint32_t xorshift32(uint32_t *s)
+{
+    uint32_t x = *s;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+bool db_retry_pause(struct db *db, unsigned attempt, int64_t deadline_us)
+{
+    int64_t pause = util_backoff_us(attempt, RETRY_BASE_US, RETRY_CAP_US,
+                                    xorshift32(&db->rng));
+    struct timespec ts;
+
+    if (attempt >= RETRY_MAX || util_now_us() + pause >= deadline_us) {
+        metrics_inc(METRIC_tx_retry_giveups);
+        log_msg(LOG_WARN, "claim gave up after %u attempts", attempt + 1);
+        return false;
+    }
+    metrics_inc(METRIC_tx_retries);
+    ts.tv_sec = (time_t)(pause / 1000000);
+    ts.tv_nsec = (long)(pause % 1000000) * 1000;
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return true;
 }
 
 /*
@@ -702,6 +917,7 @@ static enum db_status db_simple(struct db *db, const char *sql,
         return DB_UNAVAILABLE;
     if (mysql_real_query(db->conn, sql, strlen(sql)))
         return db_fail(db, NULL, what);
+    db->proven = true;
     return DB_OK;
 }
 

@@ -27,7 +27,7 @@ enum db_status {
     DB_OK,
     DB_NOT_FOUND,    /* no such row, or a conditional write matched none */
     DB_DUPLICATE,    /* the insert hit an existing row: nothing written */
-    DB_RETRY,        /* deadlock: roll back, try again */
+    DB_RETRY,        /* 1213 (deadlock, Galera conflict): roll back, retry */
     DB_LOCK_TIMEOUT, /* GET_LOCK gave up after the lock timeout */
     DB_UNAVAILABLE,  /* cannot reach the server, or it failed */
 };
@@ -43,8 +43,25 @@ struct db *db_new(const struct config *cfg);
 /* Close the connection and free; also ends the thread's client state. */
 void db_free(struct db *db);
 
-/* Reconnect if needed and check that the server answers. */
+/* Reconnect if needed and check that the server answers (connected, the
+ * statements prepared: --check-config).  Not readiness: see db_ready. */
 enum db_status db_ping(struct db *db);
+
+/*
+ * Readiness (/api/health): reconnect if needed, run one of the app's own
+ * prepared SELECTs, and on a Galera node check that it is ready and synced
+ * (wsrep_ready = ON, wsrep_local_state = 4).  DB_OK or DB_UNAVAILABLE.
+ */
+enum db_status db_ready(struct db *db);
+
+/*
+ * A claim's transaction failed with DB_RETRY (or must run again): pause a
+ * jittered backoff for retry number attempt (0 first) and return true, or
+ * return false when the attempts are used up or the pause would not end
+ * before deadline_us (util_now_us clock: the request's budget).  Both are
+ * counted.
+ */
+bool db_retry_pause(struct db *db, unsigned attempt, int64_t deadline_us);
 
 /* Read the facts of (user, event); may reconnect.  DB_OK or unavailable. */
 enum db_status db_claim_facts(struct db *db, int64_t user_id,

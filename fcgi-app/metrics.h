@@ -17,8 +17,20 @@
       "Database calls that failed (the request got 503 or was retried)")      \
     X(db_connects, "tickets_db_connects_total",                               \
       "Database connections opened (first connect and reconnects)")           \
+    X(db_reconnects, "tickets_db_reconnects_total",                           \
+      "Attempts to open a connection in place of one that was closed")        \
+    X(db_connect_failures, "tickets_db_connect_failures_total",               \
+      "Connects that failed, or whose first statement failed (each starts "   \
+      "the reconnect pause)")                                                 \
     X(tx_retries, "tickets_db_transaction_retries_total",                     \
-      "Claim transactions retried after a deadlock")                          \
+      "Claim transactions retried after a deadlock or a certification "      \
+      "conflict (1213), after a jittered pause")                              \
+    X(tx_retry_giveups, "tickets_db_transaction_retry_giveups_total",         \
+      "Claims answered unavailable because their retries ran out of "         \
+      "attempts or of the request's time budget")                             \
+    X(health_unready, "tickets_health_unready_total",                         \
+      "Health checks answered 503 (statement failed, or a Galera node not "   \
+      "ready and synced)")                                                    \
     X(deadline_exceeded, "tickets_claim_deadline_exceeded_total",            \
       "Claims answered 503 unavailable because TICKETS_REQUEST_TIMEOUT "      \
       "passed before they could finish (nothing was committed)")            \

@@ -355,7 +355,7 @@ static void events_list(const struct route_ctx *ctx, struct http_request *r,
 static void health(const struct route_ctx *ctx, struct http_request *r,
                    const char *arg, size_t arg_len)
 {
-    if (db_ping(ctx->db) == DB_OK)
+    if (db_ready(ctx->db) == DB_OK)
         http_send_json(r, 200, json_pack("{s:s}", "status", "ok"), NULL);
     else
         http_send_json(r, 503, json_pack("{s:s}", "status", "unavailable"),

@@ -27,7 +27,9 @@
  *            affected rows means it exists, roll back); COMMIT;
  *   release  RELEASE_LOCK after COMMIT or ROLLBACK, on the same
  *            connection, on every path.
- * Deadlocks retry the transaction under the same lock; a lock wait timeout
+ * Deadlocks (1213, also Galera's certification conflicts) retry the
+ * transaction under the same lock after a jittered pause, while the
+ * request's budget lasts (db_retry_pause); a lock wait timeout
  * means a hung database (db.c) and answers 503.  When the connection is
  * lost mid-claim the answer is 503 and the server has rolled back and
  * released: a retry answers truthfully.
@@ -42,8 +44,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
-
-#define CLAIM_ATTEMPTS 3
 
 enum claim_outcome tickets_decide(const struct claim_facts *f)
 {
@@ -182,7 +182,6 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
     }
     if (rc == DB_RETRY) {
         db_rollback(db);
-        metrics_inc(METRIC_tx_retries);
         return -1;
     }
     db_rollback(db); /* a no-op when the connection was closed */
@@ -199,17 +198,19 @@ static enum claim_outcome claim_write(struct db *db, bool locked,
                                        const struct claim_budget *b,
                                        struct ticket *out)
 {
-    int attempt, r;
+    unsigned attempt;
+    int r;
 
-    for (attempt = 0; attempt < CLAIM_ATTEMPTS; attempt++) {
+    for (attempt = 0;; attempt++) {
         if (locked && db_locks_held(db) == 0)
             return CLAIM_UNAVAILABLE;
         r = claim_attempt(db, user_id, event_id, b, out);
         if (r >= 0)
             return (enum claim_outcome)r;
+        /* a jittered pause, within the request's budget (db.c) */
+        if (!db_retry_pause(db, attempt, b->deadline_us))
+            return CLAIM_UNAVAILABLE;
     }
-    log_msg(LOG_WARN, "claim gave up after %d attempts", CLAIM_ATTEMPTS);
-    return CLAIM_UNAVAILABLE;
 }
 
 /*

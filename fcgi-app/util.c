@@ -141,3 +141,16 @@ int64_t util_now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+int64_t util_backoff_us(unsigned attempt, int64_t base_us, int64_t cap_us,
+                        uint32_t rnd)
+{
+    int64_t ceiling = base_us;
+
+    while (attempt-- > 0 && ceiling < cap_us)
+        ceiling *= 2;
+    if (ceiling > cap_us)
+        ceiling = cap_us;
+    return ceiling / 2 + (int64_t)(((uint64_t)(ceiling - ceiling / 2) * rnd) >>
+                                   32);
+}

@@ -52,4 +52,14 @@ void util_tm_text(const struct tm *tm, long usec, char *out);
 /* Microseconds on the monotonic clock, for durations. */
 int64_t util_now_us(void);
 
+/*
+ * The pause before retry number attempt (0 for the first retry): "equal
+ * jitter" backoff.  The ceiling doubles from base_us with each attempt up
+ * to cap_us; the pause is half the ceiling plus rnd's share of the other
+ * half (rnd uniform over uint32_t), so that claims which failed together
+ * spread out instead of colliding again, yet none retries at once.
+ */
+int64_t util_backoff_us(unsigned attempt, int64_t base_us, int64_t cap_us,
+                        uint32_t rnd);
+
 #endif

@@ -94,12 +94,33 @@ static void hex_and_time(void **state)
     assert_string_equal(t, "1970-01-01T00:00:00.000000Z");
 }
 
+static void backoff(void **state)
+{
+    unsigned a;
+
+    /* half the ceiling at the least, the whole ceiling at the most */
+    assert_int_equal(util_backoff_us(0, 10000, 200000, 0), 5000);
+    assert_true(util_backoff_us(0, 10000, 200000, UINT32_MAX) <= 10000);
+    assert_true(util_backoff_us(0, 10000, 200000, UINT32_MAX) > 9990);
+    /* the ceiling doubles per attempt */
+    assert_int_equal(util_backoff_us(1, 10000, 200000, 0), 10000);
+    assert_int_equal(util_backoff_us(2, 10000, 200000, 0), 20000);
+    assert_int_equal(util_backoff_us(2, 10000, 200000, 1u << 31), 30000);
+    /* and stops at the cap, however many attempts (no overflow) */
+    for (a = 5; a < 200; a += 13) {
+        assert_int_equal(util_backoff_us(a, 10000, 200000, 0), 100000);
+        assert_true(util_backoff_us(a, 10000, 200000, UINT32_MAX) <= 200000);
+    }
+    /* a cap below the base is the cap */
+    assert_int_equal(util_backoff_us(0, 10000, 4000, 0), 2000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(ids_accepted), cmocka_unit_test(ids_refused),
         cmocka_unit_test(longs),        cmocka_unit_test(seconds),
-        cmocka_unit_test(hex_and_time),
+        cmocka_unit_test(hex_and_time), cmocka_unit_test(backoff),
     };
 
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
