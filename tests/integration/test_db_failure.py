@@ -128,6 +128,22 @@ def test_health_reports_ok_while_db_answers(stack):
     assert r.status == 200 and r.json == {"status": "ok"}, r.text
 
 
+def test_health_is_readiness_not_a_ping(stack):
+    """/api/health runs one of the app's statements: with a table it reads
+    gone, the server still answers pings (mysql_ping would say ok) but
+    nothing can be served, so health is 503 unavailable; /ping, liveness,
+    stays 200.  Back to 200 when the table is."""
+    with table_away(stack, "free_tickets"):
+        for _ in range(4):   # several workers, several connections
+            h = stack.request("GET", "/api/health")
+            assert h.status == 503 and h.json == {"status": "unavailable"}, h.text
+            assert (h.headers.get("retry-after") or "").strip().isdigit(), h.headers
+        r = stack.request("GET", stack.internal_url + "/ping")
+        assert r.status == 200, r.text
+    ok = _until(5, lambda: stack.request("GET", "/api/health").status == 200)
+    assert ok, "health did not come back with the table"
+
+
 def _until(deadline_s, fn):
     """Call fn() until it returns true or deadline_s pass; return the last
     value."""
