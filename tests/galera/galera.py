@@ -87,6 +87,15 @@ class GaleraCluster(Cluster):
     def restore_replication(self, n):
         _ip("-n", self.ns["sw"], "link", "set", self.rveth(n), "up")
 
+    def cut_links(self, n):
+        """Both of node n's cables out: clients and the other nodes lose it."""
+        for v in (self.veth("g%d" % n), self.rveth(n)):
+            _ip("-n", self.ns["sw"], "link", "set", v, "down")
+
+    def restore_links(self, n):
+        for v in (self.veth("g%d" % n), self.rveth(n)):
+            _ip("-n", self.ns["sw"], "link", "set", v, "up")
+
     # -- the Galera nodes
 
     def node_dir(self, n):
@@ -214,7 +223,7 @@ wsrep-provider-options="gcache.size=64M"
             if subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=f,
                                stderr=f) != 0:
                 raise StackError("mariadb-install-db failed:\n%s"
-                                 % _stack._tail(log))
+                                 % _stack.tail_file(log))
 
     def node_conn(self, n, db="tickets", timeout=5):
         return _stack.root_connect(self.sock(n), db, timeout)
@@ -421,7 +430,7 @@ wsrep-provider-options="gcache.size=64M"
                 self.node_err(n) for n in range(1, self.nnodes + 1)]:
             if os.path.exists(p):
                 out.write("----- %s (last %d lines)\n%s\n"
-                          % (p, lines, _stack._tail(p, lines)))
+                          % (p, lines, _stack.tail_file(p, lines)))
 
 
 if __name__ == "__main__":

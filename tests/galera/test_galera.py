@@ -14,7 +14,8 @@ In order, on one cluster:
    the backup's sessions, so writes come from one node again;
 3. the writer's replication link cut mid-storm: it leaves the Primary
    Component, HAProxy's readiness check takes it out, the others go on;
-   the link back: it rejoins (IST) and takes the writes again;
+   the link back: it rejoins (IST) and takes the writes again; then the
+   same with both of its links cut;
 4. every node a writer (each app host on its own node): the 503 rate of a
    contended event; one node cut off: its app host's /api/health says 503,
    its claims 503 with Retry-After, and it reconnects at the paced rate.
@@ -322,13 +323,18 @@ def test_storms_through_one_writer(gc):
     tokens = {u: c.token(u) for u in [u1] + users}
     quotas = {e_quota: 20, e_mixed: 30}
     t0 = time.monotonic()
+    marks = c.log_sizes()
     one = run_all(c, tokens, [(u1, e_one)] * 60)
+    one_per_host = {i: sum(1 for o in c.app_requests(i, marks[i])
+                           if o.get("method") == "POST")
+                    for i in range(1, c.napps + 1)}
     quota = run_all(c, tokens, [(u, e_quota) for u in users for _ in range(2)])
     mixed = run_all(c, tokens, [(u, e) for u in users[:40]
                                 for e in (e_one, e_mixed) for _ in range(2)])
     RESULTS["storms_one_writer"] = {
         "seconds": round(time.monotonic() - t0, 1),
-        "one_user": summary(one), "quota": summary(quota),
+        "one_user": summary(one), "one_user_claims_per_app_host": one_per_host,
+        "quota": summary(quota),
         "mixed": summary(mixed)}
     allo = one + quota + mixed
     check_answers(allo)
@@ -336,6 +342,9 @@ def test_storms_through_one_writer(gc):
     assert all(o.status in (200, 201, 409) for o in allo), \
         collections.Counter(o.kind() for o in allo)
     assert sum(o.status == 201 for o in one) == 1
+    # one user's clicks reached every app host: the lock and the key were
+    # tested across hosts
+    assert all(n > 0 for n in one_per_host.values()), one_per_host
     assert sum(o.status == 201 for o in quota) == 20
     check_tickets(c, allo, quotas)
     # the writes were node 1's: the backups had no client session
@@ -393,9 +402,10 @@ def test_writer_killed_then_rejoins_by_ist(gc):
     check_tickets(c, outcomes + outcomes2, events)
 
 
-def test_writer_cut_off_then_back(gc):
-    c = gc
-    events = {21: None, 22: 150}
+def writer_partition(c, name, events, cut, restore, unready):
+    """A storm; node 1 (the writer) cut off by cut(1) 2 s in, back by
+    restore(1) once HAProxy has marked it down and unready() held for 4 s;
+    node 1 rejoins (IST) and takes the writes again."""
     users = ids(3000)
     make_users(c, users)
     for e, q in events.items():
@@ -403,16 +413,14 @@ def test_writer_cut_off_then_back(gc):
     storm = Storm(c, list(events), users).start()
     time.sleep(2.0)
     t_cut = time.monotonic()
-    c.cut_replication(1)
+    cut(1)
     try:
         down_s = c.wait_haproxy({"node1": "DOWN"}, 30)
-        # node 1 is alive but outside the Primary Component
-        wait_until("node 1 outside the Primary Component",
-                   lambda: (c.node_state(1) or "PPPP")[3] != "Primary", 30)
+        wait_until("node 1 cut off", unready, 30)
         time.sleep(4.0)
     finally:
         t_back = time.monotonic()
-        c.restore_replication(1)
+        restore(1)
     c.wait_synced(1, 60)
     up_s = c.wait_haproxy({"node1": "UP"}, 30)
     back_s = time.monotonic() - t_back
@@ -423,13 +431,31 @@ def test_writer_cut_off_then_back(gc):
               "cut_s": round(t_back - t_cut, 2),
               "rejoined_and_marked_up_s": round(back_s, 2),
               "haproxy_up_after_synced_s": round(up_s, 2)})
-    RESULTS["writer_partitioned"] = s
+    RESULTS[name] = s
     check_answers(outcomes)
     assert s["first_2xx_after_s"] is not None
     wait_until("the backup's sessions cut after fail-back",
                lambda: sessions_of_app(c, 2) == 0 and sessions_of_app(c, 3) == 0,
                10)
     check_tickets(c, outcomes, events)
+
+
+def test_writer_replication_cut_then_back(gc):
+    """Node 1 loses the other nodes but not its clients: it leaves the
+    Primary Component (1047 to every query) and HAProxy's readiness check,
+    not a dead port, takes it out."""
+    writer_partition(
+        gc, "writer_replication_link_cut", {21: None, 22: 150},
+        gc.cut_replication, gc.restore_replication,
+        lambda: (gc.node_state(1) or "PPPP")[3] != "Primary")
+
+
+def test_writer_link_cut_then_back(gc):
+    """Node 1's cables all out: nobody reaches it, it reaches nobody."""
+    writer_partition(
+        gc, "writer_whole_link_cut", {23: None, 24: 150},
+        gc.cut_links, gc.restore_links,
+        lambda: int(gc.wsrep(2).get("wsrep_cluster_size", 0)) == 2)
 
 
 def test_every_node_a_writer_and_one_cut_off(gc):
