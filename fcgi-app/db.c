@@ -20,8 +20,9 @@
  *   rolls back its transaction and frees its named locks, which is the only
  *   safe state when we do not know what the server did.
  * - A failed connect makes the thread fail fast for RECONNECT_PAUSE_US.  So
- *   does a fresh connection whose first statement fails with a server
- *   error: a Galera node outside the Primary Component accepts the
+ *   does a fresh connection whose first statement the server refuses (a
+ *   server error other than a lock wait or statement timeout, see
+ *   refused()): a Galera node outside the Primary Component accepts the
  *   connect, the SETs and every PREPARE, then answers 1047 to the first
  *   real statement; without the pause every request opened one more
  *   connection to it (thousands in seconds, tests/galera).
@@ -389,6 +390,19 @@ int db_locks_held(const struct db *db)
 }
 
 /*
+ * A server error that refuses the statement (1047 on a Galera node that is
+ * not ready, a privilege, a missing table), as opposed to one that ran and
+ * waited too long: a lock wait timeout or a statement timeout says the
+ * database is busy or hung, not that this connection is useless, and a
+ * pause after it would turn away the first requests once the lock goes.
+ */
+static bool refused(unsigned int err)
+{
+    return err > 0 && err < CR_MIN_ERROR && err != ER_LOCK_WAIT_TIMEOUT &&
+           err != ER_STATEMENT_TIMEOUT && err != ER_QUERY_INTERRUPTED;
+}
+
+/*
  * Map a failed call.  A deadlock leaves the session usable; anything else,
  * a lock wait timeout included, closes it (see the file comment).
  */
@@ -403,7 +417,7 @@ static enum db_status db_fail(struct db *db, MYSQL_STMT *st, const char *what)
     }
     log_msg(LOG_ERROR, "%s failed: %s (%u)", what, msg, err);
     metrics_inc(METRIC_db_errors);
-    if (!db->proven && err < CR_MIN_ERROR) {
+    if (!db->proven && refused(err)) {
         /* the first statement of a fresh connection, refused by the
          * server: a failed connect (see the file comment) */
         metrics_inc(METRIC_db_connect_failures);
