@@ -6,8 +6,8 @@
  *   a        exactly what a creating claim of the app costs (fcgi-app/db.c,
  *            tickets.c): the first look (the glance SELECT; the full facts
  *            SELECT too when it says sold out), SELECT GET_LOCK, START
- *            TRANSACTION, the conditional UPDATE, INSERT ... ON DUPLICATE KEY
- *            UPDATE, COMMIT, SELECT RELEASE_LOCK: 7 round trips, prepared
+ *            TRANSACTION, INSERT ... ON DUPLICATE KEY UPDATE, the conditional
+ *            seat UPDATE, COMMIT, SELECT RELEASE_LOCK: 7 round trips, prepared
  *            statements where the app prepares them, the same text, binds
  *            and session settings
  *   b        CALL tickets_claim(..., p_fast = 1): the whole claim, fast path
@@ -39,7 +39,10 @@
  *   claimdrv --socket S --user U --password-file F --db D --mode a
  *            --threads 32 --seconds 5 --users 20000 --event-base 1000
  *            --events 100 [--start K] [--pairs N] [--lock-prefix P]
- *            [--lock-timeout 3]
+ *            [--lock-timeout 3] [--seat-first]
+ *
+ * --seat-first (mode a): the order of before issue 12, the seat UPDATE
+ * first (with its NOT EXISTS ticket check), then the INSERT, then COMMIT.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -67,12 +70,31 @@ static struct {
     enum mode mode;
     int threads;
     double seconds, lock_timeout;
+    bool seat_first;
     int64_t users, user_base, event_base, events, start, pairs;
 } opt = {
     .user = "tickets", .db = "tickets", .lock_prefix = "tickets:user:",
     .mode = M_A, .threads = 16, .seconds = 5, .lock_timeout = 3,
     .users = 1000, .user_base = 1, .event_base = 1, .events = 100,
 };
+
+/*
+ * --seat-first: mode a in the order of before (issue 12): the seat UPDATE
+ * first, holding the event row across the INSERT and COMMIT, its ticket
+ * check a NOT EXISTS (nothing inserted yet).  For the before/after ratio in
+ * one run; the app no longer sends it.
+ */
+static const char SQL_SEAT_FIRST[] =
+    "UPDATE events SET free_issued = free_issued + 1"
+    " WHERE id = ? AND free_for_premium = 1"
+    " AND starts_at > UTC_TIMESTAMP()"
+    " AND (free_quota IS NULL OR free_issued < free_quota)"
+    " AND EXISTS(SELECT 1 FROM users WHERE id = ?"
+    "            AND premium_until > UTC_TIMESTAMP())"
+    " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?"
+    "            AND event_id = ? AND status IN ('pending', 'paid'))"
+    " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?"
+    "            AND event_id = ?)";
 
 /* The app's statements, word for word: the same header as fcgi-app/db.c. */
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
@@ -190,9 +212,14 @@ static void connect_thr(struct thr *t)
                 die(opt.q, mysql_stmt_error(t->st[i]));
             continue;
         }
-        t->st[i] = mysql_stmt_init(t->c);
-        if (mysql_stmt_prepare(t->st[i], st_sql[i], strlen(st_sql[i])))
-            die(st_sql[i], mysql_stmt_error(t->st[i]));
+        {
+            const char *sql = i == ST_SEAT && opt.seat_first ? SQL_SEAT_FIRST
+                                                            : st_sql[i];
+
+            t->st[i] = mysql_stmt_init(t->c);
+            if (mysql_stmt_prepare(t->st[i], sql, strlen(sql)))
+                die(sql, mysql_stmt_error(t->st[i]));
+        }
     }
 }
 
@@ -369,6 +396,32 @@ static void stage(struct thr *t, enum stage s)
     t->mark = now;
 }
 
+/* The seat UPDATE (rolled back when it matches nothing): 0 taken, 1 not,
+ * -1 failed.  The app's statement, or with --seat-first the order and
+ * statement of before (seat first, its ticket check NOT EXISTS). */
+static int seat(struct thr *t, int64_t user, int64_t event)
+{
+    MYSQL_STMT *st = t->st[ST_SEAT];
+    MYSQL_BIND p[6];
+
+    b_i64(&p[0], &event);
+    b_i64(&p[1], &user);
+    b_i64(&p[2], &user);
+    b_i64(&p[3], &event);
+    b_i64(&p[4], &user);
+    b_i64(&p[5], &event);
+    if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st)) {
+        fail(t, st, "seat");
+        return -1;
+    }
+    stage(t, S_SEAT);
+    if (mysql_stmt_affected_rows(st) != 1) {
+        simple(t, "ROLLBACK");
+        return 1;
+    }
+    return 0;
+}
+
 /* Mode a: the app's claim of a new pair, statement for statement. */
 static int claim_a(struct thr *t, int64_t user, int64_t event)
 {
@@ -380,7 +433,7 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     MYSQL_BIND p[6];
     MYSQL_TIME mt;
     unsigned long clen;
-    int o, res;
+    int o, res, sr;
 
     t->mark = now_us();
     if (do_facts(t, user, event, &f))
@@ -398,18 +451,9 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     if (simple(t, "START TRANSACTION"))
         return O_ERROR;
     stage(t, S_BEGIN);
-    b_i64(&p[0], &event);
-    b_i64(&p[1], &user);
-    b_i64(&p[2], &user);
-    b_i64(&p[3], &event);
-    b_i64(&p[4], &user);
-    b_i64(&p[5], &event);
-    if (mysql_stmt_bind_param(t->st[ST_SEAT], p) ||
-        mysql_stmt_execute(t->st[ST_SEAT]))
-        return fail(t, t->st[ST_SEAT], "seat");
-    stage(t, S_SEAT);
-    if (mysql_stmt_affected_rows(t->st[ST_SEAT]) != 1) {
-        simple(t, "ROLLBACK");
+    if (opt.seat_first && (sr = seat(t, user, event)) != 0) {
+        if (sr < 0)
+            return O_ERROR;
         res = O_REFUSED;
         goto release;
     }
@@ -428,6 +472,12 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     if (mysql_stmt_affected_rows(t->st[ST_INSERT]) != 1) {
         simple(t, "ROLLBACK");
         res = O_EXISTING;
+        goto release;
+    }
+    if (!opt.seat_first && (sr = seat(t, user, event)) != 0) {
+        if (sr < 0)
+            return O_ERROR;
+        res = O_REFUSED;
         goto release;
     }
     (void)mysql_stmt_insert_id(t->st[ST_INSERT]);
@@ -629,7 +679,8 @@ int main(int argc, char **argv)
         {"user-base", 1, 0, 'B'},    {"event-base", 1, 0, 'e'},
         {"events", 1, 0, 'E'},       {"start", 1, 0, 'k'},
         {"pairs", 1, 0, 'P'},        {"lock-prefix", 1, 0, 'l'},
-        {"lock-timeout", 1, 0, 'T'}, {0, 0, 0, 0}};
+        {"lock-timeout", 1, 0, 'T'}, {"seat-first", 0, 0, 'F'},
+        {0, 0, 0, 0}};
     struct thr *th;
     uint64_t out[NOUT] = {0}, n = 0;
     uint32_t *all;
@@ -670,6 +721,7 @@ int main(int argc, char **argv)
         case 'P': opt.pairs = atoll(optarg); break;
         case 'l': opt.lock_prefix = optarg; break;
         case 'T': opt.lock_timeout = atof(optarg); break;
+        case 'F': opt.seat_first = true; break;
         default: die("usage", "see the comment at the top of claimdrv.c");
         }
     }

@@ -41,10 +41,29 @@
 #define CLAIM_SQL_UNLOCK "SELECT RELEASE_LOCK(?)"
 
 /*
- * The check-and-count of a claim in one statement: every rule, the user's
- * existing ticket included (so that the named lock alone keeps one ticket
- * per pair), and the seat, in one current (locking) read of the event row,
- * so the quota cannot be oversold by other users.
+ * The ticket first: INSERT ... ON DUPLICATE KEY UPDATE, in the claim's
+ * transaction.  The unique key (user_id, event_id) is the guard of last
+ * resort: 0 affected rows means the user's ticket exists.  It locks only the
+ * user's own index entries, never the event row, so claims of one event do
+ * not queue behind it.
+ */
+#define CLAIM_SQL_INSERT \
+    "INSERT INTO free_tickets (user_id, event_id, code, created_at)" \
+    " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id"
+
+/*
+ * The seat last, right before COMMIT: the check-and-count of a claim in one
+ * statement, every rule and the quota in one current (locking) read of the
+ * event row, so the quota cannot be oversold by other users.  It is the only
+ * statement that locks the event row, so that lock is held from this
+ * statement to the COMMIT that follows it: one round trip, not three (the
+ * seat UPDATE used to come first and hold the row across the INSERT too).
+ *
+ * The user's tickets are counted again: the row this transaction has just
+ * inserted (visible to it) and, under READ COMMITTED, every committed one.
+ * Exactly 1 means "only ours", so the named lock alone (the next holder
+ * starts after this one's COMMIT) still keeps one ticket per pair even
+ * without the unique key (docs/PROTOCOL.md, lock-alone).
  */
 #define CLAIM_SQL_SEAT \
     "UPDATE events SET free_issued = free_issued + 1" \
@@ -55,12 +74,7 @@
     "            AND premium_until > UTC_TIMESTAMP())" \
     " AND NOT EXISTS(SELECT 1 FROM orders WHERE user_id = ?" \
     "            AND event_id = ? AND status IN ('pending', 'paid'))" \
-    " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?" \
-    "            AND event_id = ?)"
-
-/* The unique key (user_id, event_id) is the guard of last resort. */
-#define CLAIM_SQL_INSERT \
-    "INSERT INTO free_tickets (user_id, event_id, code, created_at)" \
-    " VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id"
+    " AND (SELECT COUNT(*) FROM free_tickets WHERE user_id = ?" \
+    "            AND event_id = ?) = 1"
 
 #endif

@@ -106,15 +106,17 @@ enum db_status db_commit(struct db *db);
 void db_rollback(struct db *db);
 
 /*
- * In a transaction: count one seat of the event, if the claim is allowed
- * right now (premium user, free event, not started, no pending or paid
- * order, quota left, and the user holds no ticket for it yet).  DB_OK:
- * counted; DB_NOT_FOUND: some condition failed.  Needs the open session.
+ * In a transaction, after db_insert_ticket and right before COMMIT (it
+ * locks the event row until then): count one seat of the event, if the
+ * claim is allowed right now (premium user, free event, not started, no
+ * pending or paid order, quota left, and the user's only ticket for it is
+ * the one this transaction inserted).  DB_OK: counted; DB_NOT_FOUND: some
+ * condition failed.  Needs the open session.
  */
 enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id);
 
 /*
- * In a transaction: INSERT ... ON DUPLICATE KEY UPDATE the ticket t (user,
+ * In a transaction, first: INSERT ... ON DUPLICATE KEY UPDATE the ticket t (user,
  * event, code and created_at set).  DB_OK: a new row, t->id set;
  * DB_DUPLICATE: a row with the same (user, event) or code exists.  Needs
  * the open session.

@@ -19,12 +19,15 @@
  *            orders under the lock;
  *   lock     GET_LOCK, before the transaction (never inside one: a user
  *            lock and row locks can deadlock undetected);
- *   write    START TRANSACTION; UPDATE the event's counter on condition
- *            that every rule still holds and the user has no ticket yet (a
- *            current read of the event row, so the quota cannot be
- *            oversold by other users; 0 rows: read the facts again and
- *            answer the refusal or the ticket); INSERT the ticket (ODKU: 0
- *            affected rows means it exists, roll back); COMMIT;
+ *   write    START TRANSACTION; INSERT the ticket (ODKU: 0 affected rows
+ *            means it exists, roll back and answer it); UPDATE the event's
+ *            counter on condition that every rule still holds and the
+ *            user's only ticket is the one just inserted (a current read of
+ *            the event row, so the quota cannot be oversold by other users;
+ *            0 rows: roll back, read the facts again and answer the refusal
+ *            or the ticket); COMMIT at once.  The seat comes last so that
+ *            the event row, which every claim of the event writes, is
+ *            locked for one round trip only (docs/PROTOCOL.md);
  *   release  RELEASE_LOCK after COMMIT or ROLLBACK, on the same
  *            connection, on every path.
  * Deadlocks (1213, also Galera's certification conflicts) retry the
@@ -146,7 +149,12 @@ static bool late(const struct claim_budget *b)
     return true;
 }
 
-/* One transaction attempt.  Returns CLAIM_* or -1 to try again. */
+/*
+ * One transaction attempt: the ticket first, the seat last, then COMMIT, so
+ * the event row (the one row every claim of an event writes) is locked
+ * from the seat UPDATE to the COMMIT right after it, nothing in between.
+ * Returns CLAIM_* or -1 to try again.
+ */
 static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
                          const struct claim_budget *b, struct ticket *out)
 {
@@ -156,24 +164,25 @@ static int claim_attempt(struct db *db, int64_t user_id, int64_t event_id,
     new_ticket(out, user_id, event_id);
     if (late(b) || db_begin(db) != DB_OK)
         return CLAIM_UNAVAILABLE;
-    rc = late(b) ? DB_UNAVAILABLE : db_take_seat(db, user_id, event_id);
-    if (rc == DB_NOT_FOUND) {
-        /* a rule failed, or the ticket exists: read again which */
-        db_rollback(db);
-        o = refusal(db, user_id, event_id, out);
-        /* "may create" now: the rules changed under us, try again */
-        return o == CLAIM_CREATED ? -1 : (int)o;
-    }
-    if (rc == DB_OK)
-        rc = late(b) ? DB_UNAVAILABLE : db_insert_ticket(db, out);
+    rc = late(b) ? DB_UNAVAILABLE : db_insert_ticket(db, out);
     if (rc == DB_DUPLICATE) {
-        /* only without the lock: another claim inserted first */
+        /* only without the lock (or a lost one): the ticket exists */
         db_rollback(db);
         rc = db_get_ticket(db, user_id, event_id, out);
         if (rc == DB_OK)
             return CLAIM_EXISTING;
         /* not ours: the random code collided with another ticket's */
         return rc == DB_NOT_FOUND ? -1 : CLAIM_UNAVAILABLE;
+    }
+    if (rc == DB_OK)
+        rc = late(b) ? DB_UNAVAILABLE : db_take_seat(db, user_id, event_id);
+    if (rc == DB_NOT_FOUND) {
+        /* a rule failed, or another ticket of the user is committed:
+         * undo our row, read again which */
+        db_rollback(db);
+        o = refusal(db, user_id, event_id, out);
+        /* "may create" now: the rules changed under us, try again */
+        return o == CLAIM_CREATED ? -1 : (int)o;
     }
     if (rc == DB_OK) {
         rc = late(b) ? DB_UNAVAILABLE : db_commit(db);

@@ -18,6 +18,8 @@ struct db {
     int locks_held;
     bool in_tx;
     int64_t locked_user;
+    bool pending;          /* a ticket inserted in the open transaction */
+    struct ticket row;     /* ... which COMMIT writes into the table */
 };
 
 static struct ticket table[NTICKETS];
@@ -201,11 +203,18 @@ enum db_status db_commit(struct db *db)
 {
     if (!db->in_tx)
         fail("COMMIT outside a transaction");
+    if (db->pending)
+        table[db->row.id % NTICKETS] = db->row;
+    db->pending = false;
     db->in_tx = false;
     return DB_OK;
 }
 
-void db_rollback(struct db *db) { db->in_tx = false; }
+void db_rollback(struct db *db)
+{
+    db->pending = false;
+    db->in_tx = false;
+}
 
 enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
 {
@@ -213,6 +222,10 @@ enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
 
     if (!db->in_tx || !db->locks_held)
         fail("seat taken outside the locked transaction");
+    /* the seat comes last: after this transaction's own ticket */
+    if (!db->pending || db->row.user_id != user_id ||
+        db->row.event_id != event_id)
+        fail("seat taken before the ticket's INSERT");
     if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
         return DB_UNAVAILABLE;
     if (!f.event_found || f.has_ticket || !f.user_premium ||
@@ -224,15 +237,16 @@ enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id)
 
 enum db_status db_insert_ticket(struct db *db, struct ticket *t)
 {
-    int slot = (int)(next_id % NTICKETS);
-
     if (!db->in_tx || !db->locks_held)
         fail("ticket inserted outside the locked transaction");
+    if (db->pending)
+        fail("two INSERTs in one transaction");
     if (find(t->user_id, t->event_id))
         return DB_DUPLICATE;
     if (strlen(t->code) != TICKET_CODE_LEN)
         fail("ticket code of the wrong length");
     t->id = next_id++;
-    table[slot] = *t;
+    db->row = *t;
+    db->pending = true; /* written by COMMIT, dropped by ROLLBACK */
     return DB_OK;
 }
