@@ -679,15 +679,15 @@ bool db_retry_pause(struct db *db, unsigned attempt, int64_t deadline_us)
 
 /*
  * The facts of a claim: the full read (ST_FACTS) or the first look
- * (ST_GLANCE: no order column, paid_order stays false).  Both have the
- * same columns in the same order but for that one.
+ * (ST_GLANCE: the order column only once the quota is used up, else 0).
+ * Both have the same columns and parameters in the same order.
  */
 static enum db_status claim_facts_once(struct db *db, bool full,
                                        int64_t user_id, int64_t event_id,
                                        struct claim_facts *f)
 {
     enum stmt_id id = full ? ST_FACTS : ST_GLANCE;
-    int ncol = full ? 9 : 8, nint = ncol - 2, tcol = nint - 1, i, np = 0;
+    int i;
     MYSQL_BIND p[4], r[9];
     my_bool null[9];
     unsigned long len[9];
@@ -698,16 +698,14 @@ static enum db_status claim_facts_once(struct db *db, bool full,
     memset(f, 0, sizeof(*f));
     if (db_ensure(db) != DB_OK)
         return DB_UNAVAILABLE;
-    bind_i64(&p[np++], &user_id); /* users */
-    if (full)
-        bind_i64(&p[np++], &user_id); /* orders */
-    bind_i64(&p[np++], &user_id);     /* free_tickets */
-    bind_i64(&p[np++], &event_id);
-    for (i = 0; i < nint; i++)
+    bind_i64(&p[0], &user_id); /* users (glance: orders) */
+    bind_i64(&p[1], &user_id); /* orders (glance: users) */
+    bind_i64(&p[2], &user_id); /* free_tickets */
+    bind_i64(&p[3], &event_id);
+    for (i = 0; i < 7; i++)
         out_i64(&r[i], &null[i], &v[i]);
-    out_str(&r[nint], &null[nint], &len[nint], f->ticket.code,
-            sizeof(f->ticket.code));
-    out_time(&r[nint + 1], &null[nint + 1], &created);
+    out_str(&r[7], &null[7], &len[7], f->ticket.code, sizeof(f->ticket.code));
+    out_time(&r[8], &null[8], &created);
     rc = db_exec(db, id, p, r);
     if (rc == DB_OK)
         rc = db_fetch_one(db, id);
@@ -722,10 +720,10 @@ static enum db_status claim_facts_once(struct db *db, bool full,
     f->free_quota = null[2] ? 0 : (uint32_t)v[2];
     f->free_issued = (uint32_t)v[3];
     f->user_premium = v[4] != 0;
-    f->paid_order = full && v[5] != 0;
-    f->has_ticket = !null[tcol];
+    f->paid_order = v[5] != 0;
+    f->has_ticket = !null[6];
     if (f->has_ticket) {
-        f->ticket.id = v[tcol];
+        f->ticket.id = v[6];
         ticket_time(&created, f->ticket.created_at);
         f->ticket.user_id = user_id;
         f->ticket.event_id = event_id;

@@ -10,13 +10,13 @@
  *      the lock was lost or bypassed.
  *
  * A claim:
- *   glance   one lock-free read (event, user, ticket, quota; not orders,
- *            the costliest part of the full read); an existing ticket or a
- *            refusal of rows 3 to 7 is answered from it at once: a refusal
- *            writes nothing, so it needs no lock.  "Sold out" needs the
- *            orders too (row 8 comes first): the full facts, still
- *            lock-free.  "May create" goes on: the UPDATE below checks the
- *            orders under the lock;
+ *   glance   one lock-free read (event, user, ticket, quota; the orders,
+ *            the costliest part of the full read, only once the quota is
+ *            used up); an existing ticket, a refusal of rows 3 to 7, and,
+ *            once sold out, rows 8 and 9 are answered from it at once: a
+ *            refusal writes nothing, so it needs no lock, and a sold-out
+ *            storm costs one read per claim.  "May create" goes on: the
+ *            seat UPDATE checks the orders under the lock;
  *   lock     GET_LOCK, before the transaction (never inside one: a user
  *            lock and row locks can deadlock undetected);
  *   write    START TRANSACTION; INSERT the ticket (ODKU: 0 affected rows
@@ -236,13 +236,8 @@ static enum claim_outcome first_look(struct db *db, int64_t user_id,
 
     if (late(budget) || db_claim_glance(db, user_id, event_id, &f) != DB_OK)
         return CLAIM_UNAVAILABLE;
+    /* sold out: final too, the first look read the orders (row 8 first) */
     o = tickets_decide(&f);
-    if (o == CLAIM_SOLD_OUT) {
-        /* row 8 (a paid order) comes before row 9: read the orders too */
-        if (db_claim_facts(db, user_id, event_id, &f) != DB_OK)
-            return CLAIM_UNAVAILABLE;
-        o = tickets_decide(&f);
-    }
     if (o == CLAIM_EXISTING)
         *out = f.ticket;
     return o;

@@ -91,8 +91,9 @@ enum claim_outcome {
 /*
  * The contract's checks in order, over facts read in one statement.
  * Returns the first row that applies; CLAIM_CREATED means "may create".
- * Pure.  From facts without the orders (db_claim_glance) CLAIM_CREATED and
- * CLAIM_SOLD_OUT are not final: a paid order (row 8) would come first.
+ * Pure.  From the first look (db_claim_glance, which reads the orders only
+ * once the quota is used up) CLAIM_CREATED is not final: a paid order
+ * (row 8) would come first; the seat UPDATE checks it under the lock.
  */
 enum claim_outcome tickets_decide(const struct claim_facts *f);
 

@@ -120,13 +120,15 @@ enum db_status db_claim_facts(struct db *db, int64_t user_id,
     return DB_OK;
 }
 
-/* The first look: the same facts without the orders, as db.c's ST_GLANCE. */
+/* The first look, as db.c's ST_GLANCE: the orders only when sold out. */
 enum db_status db_claim_glance(struct db *db, int64_t user_id,
                                int64_t event_id, struct claim_facts *f)
 {
     enum db_status rc = db_claim_facts(db, user_id, event_id, f);
 
-    f->paid_order = false;
+    /* the orders only once the quota is used up */
+    if (!f->has_quota || f->free_issued < f->free_quota)
+        f->paid_order = false;
     return rc;
 }
 
