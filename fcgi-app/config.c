@@ -99,6 +99,16 @@ static const struct option_def options[] = {
      OFF(idle_timeout_us), 0, 86400,
      "seconds a kept connection may stay idle (0: until the front closes "
      "it); keep the front's keepalive timeout below it"},
+    {"pace-rate", "TICKETS_PACE_RATE", "5", OPT_LONG, OFF(pace_rate), 0,
+     1000000, "claims per second one user (by verified id) may send to the "
+              "database; the excess is answered from memory or 503 busy "
+              "(0: no pacing)"},
+    {"pace-burst", "TICKETS_PACE_BURST", "10", OPT_LONG, OFF(pace_burst), 1,
+     1000000, "claims one user may send at once before the pace applies"},
+    {"events-cache", "TICKETS_EVENTS_CACHE", "1", OPT_SECONDS,
+     OFF(events_cache_us), 0, 60,
+     "seconds GET /api/events is answered from memory (decimals allowed; "
+     "0: every request reads the database)"},
     {"config", "TICKETS_CONFIG", NULL, OPT_STRING, OFF(config_file), 0, 0,
      "file of KEY=VALUE lines with the variables above (the environment "
      "and flags win over it)"},

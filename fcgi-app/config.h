@@ -58,6 +58,9 @@ struct config {
     long max_conns;         /* open connections from the front, at most */
     int64_t read_timeout_us; /* a request must arrive whole within it */
     int64_t idle_timeout_us; /* kept idle connections; 0: no limit */
+    long pace_rate;         /* claims/s a user may send to the database; 0: off */
+    long pace_burst;        /* ... after this many at once */
+    int64_t events_cache_us; /* GET /api/events answered from memory; 0: off */
     bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing; only
                                a test build (TICKETS_TEST_BUILD) sets it */
     char *config_file;      /* --config / TICKETS_CONFIG, or NULL */

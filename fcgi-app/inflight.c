@@ -103,3 +103,13 @@ struct inflight_waiter *inflight_take(int64_t key)
         metrics_parked(-(int)n);
     return list;
 }
+
+bool inflight_running(int64_t key)
+{
+    bool running;
+
+    pthread_mutex_lock(&lock);
+    running = *find(key) != NULL;
+    pthread_mutex_unlock(&lock);
+    return running;
+}

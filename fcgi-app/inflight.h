@@ -17,6 +17,7 @@
 #ifndef TICKETS_INFLIGHT_H
 #define TICKETS_INFLIGHT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define INFLIGHT_MAX_PARKED 512
@@ -41,5 +42,12 @@ enum inflight_role inflight_enter(int64_t key, struct inflight_waiter *w);
  * it returns NULL and answers every waiter it got.
  */
 struct inflight_waiter *inflight_take(int64_t key);
+
+/*
+ * Whether a claim of key is being led right now (a hint: it may end the
+ * next moment).  pace.h's over-the-limit claims park behind a running one
+ * rather than answer 503 busy.
+ */
+bool inflight_running(int64_t key);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "routes.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include "inflight.h"
 #include "log.h"
 #include "metrics.h"
+#include "pace.h"
+#include "textcache.h"
 #include "tickets.h"
 #include "util.h"
 
@@ -233,17 +236,71 @@ static const struct claim_budget *budget_of(const struct route_ctx *ctx,
     return b;
 }
 
+/* The process's pacing table (pace.h), made on first use from the config. */
+static struct pace *pacer;
+static const struct config *pacer_cfg;
+static pthread_once_t pacer_once = PTHREAD_ONCE_INIT;
+
+static void pacer_make(void)
+{
+    pacer = pace_new(pacer_cfg->pace_rate, pacer_cfg->pace_burst);
+    if (!pacer && pacer_cfg->pace_rate > 0)
+        log_msg(LOG_WARN, "no memory for the pacing table: claims unpaced");
+}
+
+static struct pace *pacing(const struct route_ctx *ctx)
+{
+    pacer_cfg = ctx->cfg;
+    pthread_once(&pacer_once, pacer_make);
+    return pacer;
+}
+
 static enum claim_outcome claim_one(const struct route_ctx *ctx,
                                     struct http_request *r,
                                     const struct claim_budget *b,
                                     struct ticket *t)
 {
+    enum claim_outcome o;
+
 #ifdef TICKETS_TEST_BUILD
     if (ctx->cfg->unsafe_no_lock) /* TEST ONLY: the unique key alone */
         return tickets_claim_unguarded(ctx->db, r->user_id, r->event_id, b,
                                        t);
 #endif
-    return tickets_claim(ctx->db, r->user_id, r->event_id, b, t);
+    o = tickets_claim(ctx->db, r->user_id, r->event_id, b, t);
+    pace_learn(pacing(ctx), r->user_id, r->event_id, o, t, util_now_us());
+    return o;
+}
+
+/*
+ * A claim over the user's pace (pace.h): answered without the database,
+ * from what is known, or 503 busy unless a claim of the user runs here
+ * already (then it parks behind it as usual).  Returns true when answered.
+ */
+static bool paced(const struct route_ctx *ctx, struct http_request *r)
+{
+    struct ticket t;
+    enum claim_outcome o;
+
+    switch (pace_claim(pacing(ctx), r->user_id, r->event_id, util_now_us(),
+                       &o, &t)) {
+    case PACE_GO:
+        return false;
+    case PACE_KNOWN:
+        respond(r, o, &t, true);
+        r->outcome = "paced";
+        return true;
+    case PACE_OVER:
+        if (inflight_running(r->user_id))
+            return false;
+        metrics_claim(CLAIM_BUSY);
+        r->outcome = "paced";
+        http_send_error(r, 503, "busy",
+                        "too many claims of yours in a short time; try again",
+                        RETRY_AFTER);
+        return true;
+    }
+    return false;
 }
 
 /* The leader's memory of the claim it answered last. */
@@ -286,6 +343,8 @@ static enum route_result participation_post(const struct route_ctx *ctx,
     int64_t user_id;
 
     if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
+        return ROUTE_DONE;
+    if (paced(ctx, r))
         return ROUTE_DONE;
     if (ctx->cfg->unsafe_no_lock) {
         respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
@@ -338,18 +397,42 @@ static void add_event(const struct event_row *e, void *ctx)
     json_array_append_new(ctx, routes_event_json(e));
 }
 
+/* The list as last rendered, for TICKETS_EVENTS_CACHE (textcache.h). */
+static struct textcache events_cache = TEXTCACHE_INIT;
+
 static void events_list(const struct route_ctx *ctx, struct http_request *r,
                         const char *arg, size_t arg_len)
 {
-    json_t *list = json_array();
+    json_t *list, *doc;
+    char *text;
+    size_t len;
+    bool refresh;
 
+    text = textcache_get(&events_cache, util_now_us(),
+                         ctx->cfg->events_cache_us, &len, &refresh);
+    if (text) {
+        http_send_text(r, 200, "application/json", text);
+        free(text);
+        return;
+    }
+    list = json_array();
     if (db_list_events(ctx->db, EVENTS_LIST_MAX, add_event, list) != DB_OK) {
         json_decref(list);
+        if (refresh)
+            textcache_abandon(&events_cache);
         http_send_error(r, 503, outcome_http[CLAIM_UNAVAILABLE].error,
                         outcome_http[CLAIM_UNAVAILABLE].message, RETRY_AFTER);
         return;
     }
-    http_send_json(r, 200, json_pack("{s:o}", "events", list), NULL);
+    doc = json_pack("{s:o}", "events", list);
+    text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (!text)
+        abort(); /* out of memory */
+    if (refresh)
+        textcache_put(&events_cache, text, strlen(text), util_now_us());
+    http_send_text(r, 200, "application/json", text);
+    free(text);
 }
 
 static void health(const struct route_ctx *ctx, struct http_request *r,
