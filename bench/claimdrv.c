@@ -4,8 +4,8 @@
  *
  * Modes (what one "claim" costs on the wire):
  *   a        exactly what a creating claim of the app costs (fcgi-app/db.c,
- *            tickets.c): the first look (the glance SELECT; the full facts
- *            SELECT too when it says sold out), SELECT GET_LOCK, START
+ *            tickets.c): the first look (the glance SELECT, which reads the
+ *            orders too once sold out), SELECT GET_LOCK, START
  *            TRANSACTION, INSERT ... ON DUPLICATE KEY UPDATE, the conditional
  *            seat UPDATE, COMMIT, SELECT RELEASE_LOCK: 7 round trips, prepared
  *            statements where the app prepares them, the same text, binds
@@ -70,7 +70,7 @@ static struct {
     enum mode mode;
     int threads;
     double seconds, lock_timeout;
-    bool seat_first;
+    bool seat_first, seat_call;
     int64_t users, user_base, event_base, events, start, pairs;
 } opt = {
     .user = "tickets", .db = "tickets", .lock_prefix = "tickets:user:",
@@ -96,14 +96,21 @@ static const char SQL_SEAT_FIRST[] =
     " AND NOT EXISTS(SELECT 1 FROM free_tickets WHERE user_id = ?"
     "            AND event_id = ?)";
 
+/*
+ * --seat-call: the seat UPDATE and the COMMIT in one round trip, a call of
+ * sql/claim_seat.sql's procedure (the UPDATE's text, then COMMIT, or
+ * ROLLBACK when it matched nothing; one row: 1 taken, 0 not).
+ */
+static const char SQL_SEAT_CALL[] = "CALL tickets_take_seat(?, ?)";
+
 /* The app's statements, word for word: the same header as fcgi-app/db.c. */
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
 
 enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, ST_GLANCE,
-       ST_Q, NST };
+       ST_Q, ST_SEATCALL, NST };
 static const char *const st_sql[NST] = {
     CLAIM_SQL_FACTS, CLAIM_SQL_LOCK, CLAIM_SQL_UNLOCK, CLAIM_SQL_SEAT,
-    CLAIM_SQL_INSERT, SQL_CALL, CLAIM_SQL_GLANCE, NULL};
+    CLAIM_SQL_INSERT, SQL_CALL, CLAIM_SQL_GLANCE, NULL, SQL_SEAT_CALL};
 
 enum outcome { O_CREATED, O_EXISTING, O_REFUSED, O_BUSY, O_NOEVENT, O_ERROR,
                NOUT };
@@ -204,7 +211,8 @@ static void connect_thr(struct thr *t)
         die("connect", mysql_error(t->c));
     for (i = 0; i < NST; i++) {
         if ((i == ST_CALL && opt.mode != M_B && opt.mode != M_B2) ||
-            (i == ST_Q && opt.mode != M_Q))
+            (i == ST_Q && opt.mode != M_Q) ||
+            (i == ST_SEATCALL && !opt.seat_call))
             continue;
         if (i == ST_Q) {
             t->st[i] = mysql_stmt_init(t->c);
@@ -265,13 +273,14 @@ static int decide(const struct facts *f)
     return O_CREATED;
 }
 
-/* The app's first look (full = false: ST_GLANCE, no order column) or its
- * full facts read (ST_FACTS), as claim_facts_once in fcgi-app/db.c. */
+/* The app's first look (full = false: ST_GLANCE, the orders only once
+ * sold out) or its full facts read (ST_FACTS), as claim_facts_once in
+ * fcgi-app/db.c: the same 4 parameters and 9 columns. */
 static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
                       struct facts *f)
 {
     MYSQL_STMT *st = t->st[full ? ST_FACTS : ST_GLANCE];
-    int ncol = full ? 9 : 8, nint = ncol - 2, tcol = nint - 1, i, rc, np = 0;
+    int i, rc;
     MYSQL_BIND p[4], r[9];
     my_bool nul[9];
     unsigned long len[9];
@@ -279,19 +288,18 @@ static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
     MYSQL_TIME created;
 
     memset(f, 0, sizeof(*f));
-    b_i64(&p[np++], &user);
-    if (full)
-        b_i64(&p[np++], &user);
-    b_i64(&p[np++], &user);
-    b_i64(&p[np++], &event);
-    for (i = 0; i < nint; i++)
+    b_i64(&p[0], &user);
+    b_i64(&p[1], &user);
+    b_i64(&p[2], &user);
+    b_i64(&p[3], &event);
+    for (i = 0; i < 7; i++)
         b_out_i64(&r[i], &nul[i], &v[i]);
-    b_out_str(&r[nint], &nul[nint], &len[nint], f->code, sizeof(f->code));
-    memset(&r[nint + 1], 0, sizeof(r[nint + 1]));
-    r[nint + 1].buffer_type = MYSQL_TYPE_DATETIME;
-    r[nint + 1].buffer = &created;
-    r[nint + 1].buffer_length = sizeof(created);
-    r[nint + 1].is_null = &nul[nint + 1];
+    b_out_str(&r[7], &nul[7], &len[7], f->code, sizeof(f->code));
+    memset(&r[8], 0, sizeof(r[8]));
+    r[8].buffer_type = MYSQL_TYPE_DATETIME;
+    r[8].buffer = &created;
+    r[8].buffer_length = sizeof(created);
+    r[8].is_null = &nul[8];
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r))
         return fail(t, st, "facts");
@@ -307,23 +315,18 @@ static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
     f->quota = v[2];
     f->issued = v[3];
     f->premium = v[4] != 0;
-    f->paid = full && v[5] != 0;
-    f->has_ticket = !nul[tcol];
-    f->tid = v[tcol];
+    f->paid = v[5] != 0;
+    f->has_ticket = !nul[6];
+    f->tid = v[6];
     return 0;
 }
 
 /* The lock-free part of the app's claim (tickets_claim): the first look,
- * and the full facts only when the first look says "sold out". */
+ * which reads the orders itself once the quota is used up. */
 static int do_facts(struct thr *t, int64_t user, int64_t event,
                     struct facts *f)
 {
-    if (read_facts(t, false, user, event, f))
-        return -1;
-    if (f->found && !f->has_ticket && f->premium && f->free &&
-        !f->started && f->has_quota && f->issued >= f->quota)
-        return read_facts(t, true, user, event, f);
-    return 0;
+    return read_facts(t, false, user, event, f) ? -1 : 0;
 }
 
 static void new_code(char out[33])
@@ -422,6 +425,36 @@ static int seat(struct thr *t, int64_t user, int64_t event)
     return 0;
 }
 
+/* --seat-call: CALL tickets_take_seat: 0 taken and committed, 1 refused
+ * (rolled back), -1 failed. */
+static int seat_call(struct thr *t, int64_t user, int64_t event)
+{
+    MYSQL_STMT *st = t->st[ST_SEATCALL];
+    MYSQL_BIND p[2], r[1];
+    my_bool nul = 0;
+    int64_t got = -1;
+    int rc;
+
+    b_i64(&p[0], &event);
+    b_i64(&p[1], &user);
+    b_out_i64(&r[0], &nul, &got);
+    if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
+        mysql_stmt_bind_result(st, r) || fetch_one(st) != 1) {
+        fail(t, st, "seat call");
+        return -1;
+    }
+    while ((rc = mysql_stmt_next_result(st)) == 0)
+        if (mysql_stmt_field_count(st) > 0)
+            while (mysql_stmt_fetch(st) == 0)
+                ;
+    if (rc > 0) {
+        fail(t, st, "seat call next_result");
+        return -1;
+    }
+    stage(t, S_SEAT);
+    return got == 1 ? 0 : 1;
+}
+
 /* Mode a: the app's claim of a new pair, statement for statement. */
 static int claim_a(struct thr *t, int64_t user, int64_t event)
 {
@@ -472,6 +505,12 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     if (mysql_stmt_affected_rows(t->st[ST_INSERT]) != 1) {
         simple(t, "ROLLBACK");
         res = O_EXISTING;
+        goto release;
+    }
+    if (opt.seat_call) {
+        if ((sr = seat_call(t, user, event)) < 0)
+            return O_ERROR;
+        res = sr ? O_REFUSED : O_CREATED;
         goto release;
     }
     if (!opt.seat_first && (sr = seat(t, user, event)) != 0) {
@@ -680,7 +719,7 @@ int main(int argc, char **argv)
         {"events", 1, 0, 'E'},       {"start", 1, 0, 'k'},
         {"pairs", 1, 0, 'P'},        {"lock-prefix", 1, 0, 'l'},
         {"lock-timeout", 1, 0, 'T'}, {"seat-first", 0, 0, 'F'},
-        {0, 0, 0, 0}};
+        {"seat-call", 0, 0, 'C'}, {0, 0, 0, 0}};
     struct thr *th;
     uint64_t out[NOUT] = {0}, n = 0;
     uint32_t *all;
@@ -722,6 +761,7 @@ int main(int argc, char **argv)
         case 'l': opt.lock_prefix = optarg; break;
         case 'T': opt.lock_timeout = atof(optarg); break;
         case 'F': opt.seat_first = true; break;
+        case 'C': opt.seat_call = true; break;
         default: die("usage", "see the comment at the top of claimdrv.c");
         }
     }

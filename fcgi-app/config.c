@@ -99,11 +99,11 @@ static const struct option_def options[] = {
      OFF(idle_timeout_us), 0, 86400,
      "seconds a kept connection may stay idle (0: until the front closes "
      "it); keep the front's keepalive timeout below it"},
-    {"pace-rate", "TICKETS_PACE_RATE", "5", OPT_LONG, OFF(pace_rate), 0,
+    {"pace-rate", "TICKETS_PACE_RATE", "10", OPT_LONG, OFF(pace_rate), 0,
      1000000, "claims per second one user (by verified id) may send to the "
               "database; the excess is answered from memory or 503 busy "
               "(0: no pacing)"},
-    {"pace-burst", "TICKETS_PACE_BURST", "10", OPT_LONG, OFF(pace_burst), 1,
+    {"pace-burst", "TICKETS_PACE_BURST", "20", OPT_LONG, OFF(pace_burst), 1,
      1000000, "claims one user may send at once before the pace applies"},
     {"events-cache", "TICKETS_EVENTS_CACHE", "1", OPT_SECONDS,
      OFF(events_cache_us), 0, 60,
@@ -117,7 +117,8 @@ static const struct option_def options[] = {
      "check the configuration and the database connection, then exit"},
     {"test-unsafe-no-lock", "TICKETS_TEST_UNSAFE_NO_LOCK", NULL, OPT_FLAG,
      OFF(unsafe_no_lock), 0, 0,
-     "TEST ONLY: skip the per-user lock and coalescing (=1 to enable)"},
+     "TEST ONLY: skip the per-user lock, coalescing and pacing (=1 to "
+     "enable)"},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

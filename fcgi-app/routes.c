@@ -344,7 +344,7 @@ static enum route_result participation_post(const struct route_ctx *ctx,
 
     if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
         return ROUTE_DONE;
-    if (paced(ctx, r))
+    if (!ctx->cfg->unsafe_no_lock && paced(ctx, r))
         return ROUTE_DONE;
     if (ctx->cfg->unsafe_no_lock) {
         respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);

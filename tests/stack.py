@@ -70,7 +70,13 @@ SANITIZER_MARKS = ("runtime error", "Sanitizer")
 DB_TIME_ZONE = os.environ.get("TICKETS_TEST_DB_TZ", "+02:00")
 # Environment of the app instances under test (the contract's defaults
 # otherwise). `make run` leaves them to the app.
-TEST_APP_ENV = {"TICKETS_THREADS": "8", "TICKETS_LOCK_TIMEOUT": "1"}
+# Pacing by user and the events list's cache are off for the tests: they
+# empty the tables between tests and reuse the same ids, which production
+# never does, so an answer the app remembers for a second (a ticket, the
+# list) would be one of the previous test. tests/integration/test_pacing.py
+# turns both on, at their defaults.
+TEST_APP_ENV = {"TICKETS_THREADS": "8", "TICKETS_LOCK_TIMEOUT": "1",
+                "TICKETS_PACE_RATE": "0", "TICKETS_EVENTS_CACHE": "0"}
 # nginx/tickets.conf's `keepalive` in the upstream (with fastcgi_keep_conn
 # on in snippets/tickets-fastcgi.conf): the test stack runs as shipped.
 UPSTREAM_KEEPALIVE = 16

@@ -20,6 +20,11 @@
 --               events   GET /api/events
 --   tokens      file with one JWT per line, for user_base, user_base + 1, ...
 --   hot_token   the hot user's JWT (mode hot)
+--   hot_tokens  file of many JWTs of the hot user (mode hot): a fresh token
+--               for every request, as a frontend that mints one per call
+--   spell       rotate (mode hot): the scheme spelled a different way each
+--               request ("Bearer X", "bearer X", "BEARER  X", ...), which
+--               the app accepts alike
 --   delay_ms    pause of each connection between requests (0: closed loop)
 --
 -- done() prints one line "BENCH_JSON {...}": requests, duration, latency
@@ -45,7 +50,8 @@ local function parse(args)
    return o
 end
 
-local cfg, toks, made
+local cfg, toks, made, hot_toks
+local spellings = {"Bearer ", "bearer ", "BEARER  ", "bEaReR   ", "BeArEr "}
 local n = 0
 local hdrs = {}
 
@@ -76,6 +82,12 @@ function init(args)
    maxk = -1
    if cfg.mode == "hot" then
       hdrs = {Authorization = "Bearer " .. cfg.hot_token}
+      hot_toks = {}
+      if cfg.hot_tokens then
+         for line in io.lines(cfg.hot_tokens) do
+            hot_toks[#hot_toks + 1] = line
+         end
+      end
    end
    -- wrk asks thread 0's script after init() whether delay() exists, and
    -- then calls it before every request: define it only when asked
@@ -100,9 +112,21 @@ function request()
    end
    if mode == "hot" then
       local event = cfg.event_base + math.floor(n / cfg.burst) % cfg.events
+      local h = hdrs
+      if #hot_toks > 0 or cfg.spell == "rotate" then
+         local scheme = "Bearer "
+         local tok = cfg.hot_token
+         if cfg.spell == "rotate" then
+            scheme = spellings[(n + tid) % #spellings + 1]
+         end
+         if #hot_toks > 0 then
+            tok = hot_toks[(n * cfg.threads + tid) % #hot_toks + 1]
+         end
+         h = {Authorization = scheme .. tok}
+      end
       n = n + 1
       return wrk.format("POST", "/api/events/" .. event .. "/participation",
-                        hdrs)
+                        h)
    end
    local i = n
    if mode == "repeat" or mode == "get" then i = n % made end

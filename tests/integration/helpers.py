@@ -2,6 +2,8 @@
 shape, and row counts.  Imported as `from helpers import ...` (pytest puts
 this directory on sys.path)."""
 
+import contextlib
+
 
 def path(event_id):
     return "/api/events/%s/participation" % event_id
@@ -35,3 +37,26 @@ def rows(stack, user=None, event=None):
 
 def issued(stack, event):
     return stack.sql("SELECT free_issued FROM events WHERE id=%s", [event])[0][0]
+
+
+@contextlib.contextmanager
+def general_log(stack, out):
+    """The statements the app's account sends while the block runs, from
+    the server's own general log: out gets (session id, statement text) in
+    the server's order."""
+    stack.sql("SET GLOBAL general_log = 0")
+    stack.sql("SET GLOBAL log_output = 'TABLE'")
+    stack.sql("TRUNCATE TABLE mysql.general_log")
+    stack.sql("SET GLOBAL general_log = 1")
+    try:
+        yield
+    finally:
+        stack.sql("SET GLOBAL general_log = 0")
+        got = stack.sql(
+            "SELECT thread_id, CONVERT(argument USING utf8mb4)"
+            " FROM mysql.general_log"
+            " WHERE user_host LIKE 'tickets[%%'"
+            " AND command_type IN ('Query', 'Execute')"
+            " ORDER BY event_time")
+        out.extend((t, " ".join(a.split())) for t, a in got)
+        stack.sql("TRUNCATE TABLE mysql.general_log")

@@ -6,35 +6,11 @@ read (no GET_LOCK, no transaction, no write), rows 4 and 8 still answered
 before row 9; a creating claim sends the ticket first and the seat last,
 with the COMMIT right after the seat."""
 
-import contextlib
-
-from helpers import path, assert_error, rows, issued
+from helpers import path, assert_error, rows, issued, general_log
 
 
 def claim(stack, user, event):
     return stack.request("POST", path(event), token=stack.token(user))
-
-
-@contextlib.contextmanager
-def general_log(stack, out):
-    """The statements the app's account sends while the block runs: out
-    gets (session id, statement text) in the server's order."""
-    stack.sql("SET GLOBAL general_log = 0")
-    stack.sql("SET GLOBAL log_output = 'TABLE'")
-    stack.sql("TRUNCATE TABLE mysql.general_log")
-    stack.sql("SET GLOBAL general_log = 1")
-    try:
-        yield
-    finally:
-        stack.sql("SET GLOBAL general_log = 0")
-        got = stack.sql(
-            "SELECT thread_id, CONVERT(argument USING utf8mb4)"
-            " FROM mysql.general_log"
-            " WHERE user_host LIKE 'tickets[%%'"
-            " AND command_type IN ('Query', 'Execute')"
-            " ORDER BY event_time")
-        out.extend((t, " ".join(a.split())) for t, a in got)
-        stack.sql("TRUNCATE TABLE mysql.general_log")
 
 
 WRITES = ("GET_LOCK", "RELEASE_LOCK", "START TRANSACTION", "COMMIT",
