@@ -39,10 +39,12 @@
  *   claimdrv --socket S --user U --password-file F --db D --mode a
  *            --threads 32 --seconds 5 --users 20000 --event-base 1000
  *            --events 100 [--start K] [--pairs N] [--lock-prefix P]
- *            [--lock-timeout 3] [--seat-first]
+ *            [--lock-timeout 3] [--seat-first | --seat-call]
  *
  * --seat-first (mode a): the order of before issue 12, the seat UPDATE
  * first (with its NOT EXISTS ticket check), then the INSERT, then COMMIT.
+ * --seat-call (mode a): the INSERT, then the seat UPDATE and COMMIT in one
+ * call of bench/seat_procedure.sql (a candidate, not the app).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -98,7 +100,7 @@ static const char SQL_SEAT_FIRST[] =
 
 /*
  * --seat-call: the seat UPDATE and the COMMIT in one round trip, a call of
- * sql/claim_seat.sql's procedure (the UPDATE's text, then COMMIT, or
+ * bench/seat_procedure.sql (the UPDATE's text, then COMMIT, or
  * ROLLBACK when it matched nothing; one row: 1 taken, 0 not).
  */
 static const char SQL_SEAT_CALL[] = "CALL tickets_take_seat(?, ?)";
