@@ -650,18 +650,20 @@ inline lock_wait_fails(rc)
 #endif
 
 /*
- * db_take_seat: UPDATE events SET free_issued = free_issued + 1 WHERE id = ?
- * AND <rules> AND (free_quota IS NULL OR free_issued < free_quota) AND NOT
- * EXISTS (SELECT 1 FROM free_tickets WHERE user_id = ? AND event_id = ?).
+ * db_take_seat, the last statement before COMMIT: UPDATE events SET
+ * free_issued = free_issued + 1 WHERE id = ? AND <rules> AND (free_quota IS
+ * NULL OR free_issued < free_quota) AND (SELECT COUNT(*) FROM free_tickets
+ * WHERE user_id = ? AND event_id = ?) = 1, after the INSERT of the ticket.
  * Two steps on the server:
- *  1. the NOT EXISTS subquery: under READ COMMITTED InnoDB reads the
- *     subquery of an UPDATE without locks, from the committed rows, and
- *     the optimizer may evaluate this constant subquery when the statement
- *     starts, before the event row is read: a read that may be stale by the
- *     time step 2 runs;
+ *  1. the COUNT subquery: under READ COMMITTED InnoDB reads the subquery of
+ *     an UPDATE without locks: the committed rows plus this transaction's
+ *     own uncommitted row, and the optimizer may evaluate this constant
+ *     subquery when the statement starts, before the event row is read: a
+ *     read that may be stale by the time step 2 runs (scripts/rc-check.py,
+ *     case 3).  "= 1": the user's only ticket is the one just inserted;
  *  2. the event row: its X lock (wait, or innodb_lock_wait_timeout: 1205,
  *     DB_RETRY), then the current free_issued; the lock is kept until
- *     COMMIT or ROLLBACK.
+ *     COMMIT or ROLLBACK, which comes next.
  */
 inline db_take_seat(u, rc)
 {
@@ -669,12 +671,14 @@ inline db_take_seat(u, rc)
     :: S == NONE -> rc = DB_UNAVAILABLE
     :: else ->
         atomic {
+            /* seen: what the COUNT subquery counts (committed rows and our
+               own uncommitted one); the seat is taken only if it is 1 */
 #ifdef NO_TICKET_CHECK_IN_UPDATE
-            seen = 0;
+            seen = 1;
 #else
-            seen = (tk_cnt[u] > 0);
+            seen = tk_cnt[u] + ((ss_tid[S] != 0 && ss_tu[S] == u) -> 1 : 0);
 #endif
-            printf("MSC: w%d: UPDATE seat (u%d) starts: its NOT EXISTS subquery sees %d ticket(s)\n", w, u, seen)
+            printf("MSC: w%d: UPDATE seat (u%d) starts: its COUNT subquery counts %d ticket(s), ours included\n", w, u, seen)
         }
         atomic {
             if
@@ -685,7 +689,7 @@ inline db_take_seat(u, rc)
                 :: fails > 0 -> lost_before(rc)
                 :: ev_owner == NONE || ev_owner == S ->
                     if
-                    :: !seen && SEAT_LEFT ->
+                    :: seen == 1 && SEAT_LEFT ->
                         if
                         :: intx -> ev_owner = S; ev_pend++
                         :: else -> ev_val++                   /* autocommit */
@@ -833,28 +837,30 @@ inline claim_attempt(u, c)
     if
     :: rc != DB_OK -> r = O_UNAVAIL
     :: else ->
-        db_take_seat(u, rc);
+        /* the ticket first, the seat last (the event row's lock is held
+           from the seat UPDATE to the COMMIT right after it) */
+        db_insert_ticket(u, t, rc);
         if
-        :: rc == DB_NOT_FOUND ->
+        :: rc == DB_DUPLICATE ->
             db_rollback();
-            refusal(u, r);
+            db_get_ticket(u, rc);
             if
-            :: r == O_CREATED -> r = R_AGAIN     /* the rules changed: again */
-            :: else -> skip
+            :: rc == DB_OK -> r = O_EXISTING
+            :: rc == DB_NOT_FOUND -> r = R_AGAIN
+            :: else -> r = O_UNAVAIL
             fi
         :: else ->
             if
-            :: rc == DB_OK -> db_insert_ticket(u, t, rc)
+            :: rc == DB_OK -> db_take_seat(u, rc)
             :: else -> skip
             fi;
             if
-            :: rc == DB_DUPLICATE ->
+            :: rc == DB_NOT_FOUND ->
                 db_rollback();
-                db_get_ticket(u, rc);
+                refusal(u, r);
                 if
-                :: rc == DB_OK -> r = O_EXISTING
-                :: rc == DB_NOT_FOUND -> r = R_AGAIN
-                :: else -> r = O_UNAVAIL
+                :: r == O_CREATED -> r = R_AGAIN     /* the rules changed: again */
+                :: else -> skip
                 fi
             :: else ->
                 if
