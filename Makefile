@@ -183,7 +183,8 @@ integration: $(BUILD)/tickets-fcgi $(TEST_BIN)
 # ThreadSanitizer too (the coalescing table is shared between threads), and
 # the keep-alive tests exercise the connection layer's loop and queue.
 SANITIZE_TESTS := tests/integration/test_concurrency.py tests/integration/test_claim.py \
-	tests/integration/test_keepalive.py
+	tests/integration/test_keepalive.py tests/integration/test_pacing.py \
+	tests/integration/test_flash.py
 
 sanitize-test:
 	$(Q)for san in address,undefined thread; do \

@@ -236,10 +236,12 @@ static const struct claim_budget *budget_of(const struct route_ctx *ctx,
     return b;
 }
 
-/* The process's pacing table (pace.h), made on first use from the config. */
+/* The process's pacing table (pace.h), made on first use from the config
+ * (handed to pthread_once's function in a variable of the calling thread's
+ * own, so that no two threads write one). */
 static struct pace *pacer;
-static const struct config *pacer_cfg;
 static pthread_once_t pacer_once = PTHREAD_ONCE_INIT;
+static _Thread_local const struct config *pacer_cfg;
 
 static void pacer_make(void)
 {

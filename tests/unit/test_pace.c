@@ -3,6 +3,7 @@
  * of GET /api/events (textcache.c).  Time is an argument of both, so every
  * case runs on a made-up clock: no sleeps, no timed assertions.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -164,6 +165,52 @@ static void many_users(void **state)
     pace_free(p);
 }
 
+/* threads claiming and learning at once (for `make SANITIZE=thread unit`):
+ * every claim gets a verdict, and the buckets stay exact per user */
+struct hammer {
+    struct pace *p;
+    int64_t user;
+    int go;
+};
+
+static void *hammer_run(void *arg)
+{
+    struct hammer *h = arg;
+    struct ticket t = ticket_of(1, h->user, 7);
+    enum claim_outcome o;
+    int i;
+
+    for (i = 0; i < 20000; i++) {
+        /* the clock stands still: only the burst of 5 may go */
+        if (pace_claim(h->p, h->user, 7, S, &o, &t) == PACE_GO)
+            h->go++;
+        if (i % 7 == 0)
+            pace_learn(h->p, h->user + 1, 7, CLAIM_SOLD_OUT, NULL, S);
+    }
+    return NULL;
+}
+
+static void threads(void **state)
+{
+    struct pace *p = pace_new(1, 5);
+    struct hammer h[4];
+    pthread_t t[4];
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        h[i].p = p;
+        h[i].user = 1000 + 2 * (i / 2); /* two threads per user */
+        h[i].go = 0;
+        assert_int_equal(pthread_create(&t[i], NULL, hammer_run, &h[i]), 0);
+    }
+    for (i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    /* a user's two threads share one bucket of 5 */
+    assert_int_equal(h[0].go + h[1].go, 5);
+    assert_int_equal(h[2].go + h[3].go, 5);
+    pace_free(p);
+}
+
 static void cache_fresh_then_stale(void **state)
 {
     struct textcache c = TEXTCACHE_INIT;
@@ -224,6 +271,7 @@ int main(void)
         cmocka_unit_test(transient_not_learned),
         cmocka_unit_test(off),
         cmocka_unit_test(many_users),
+        cmocka_unit_test(threads),
         cmocka_unit_test(cache_fresh_then_stale),
         cmocka_unit_test(cache_off),
     };
