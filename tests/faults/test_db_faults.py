@@ -110,8 +110,9 @@ def test_row1_db_restart_under_load(stack):
 
 def _block_and_kill(stack, user, event, block, kill):
     """Block the app's claim of (user, event) at `block` ("seat": the UPDATE
-    of the event row, "insert": the INSERT of the ticket, after the seat
-    was counted) from a root session, then KILL `kill` ("QUERY" or
+    of the event row, after the ticket's INSERT; "insert": the INSERT of
+    the ticket, the claim's first write) from a root session, then KILL
+    `kill` ("QUERY" or
     "CONNECTION") the app session that holds the user's named lock.
     Returns (answer, seconds from the kill to the lock being free)."""
     holder = stack.db()
@@ -125,7 +126,7 @@ def _block_and_kill(stack, user, event, block, kill):
             want = "UPDATE events%"
         else:
             # a next-key lock on the (user, event) slot of the unique key:
-            # the app's INSERT waits for it, its seat already counted
+            # the app's INSERT, its first write, waits for it
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             cur.execute("START TRANSACTION")
             cur.execute("SELECT id FROM free_tickets WHERE user_id=%s AND "
