@@ -65,8 +65,9 @@
  * statement, every rule and the quota in one current (locking) read of the
  * event row, so the quota cannot be oversold by other users.  It is the only
  * statement that locks the event row, so that lock is held from this
- * statement to the COMMIT that follows it: one round trip, not three (the
- * seat UPDATE used to come first and hold the row across the INSERT too).
+ * statement to the COMMIT that follows it: one client round trip, not two
+ * (the seat UPDATE used to come first and hold the row across the INSERT's
+ * round trip too).
  *
  * The user's tickets are counted again: the row this transaction has just
  * inserted (visible to it) and, under READ COMMITTED, every committed one.
