@@ -211,13 +211,23 @@ def test_row6_rolling_restart(stack, model):
             h.stop()
             h.close()
     answers = st.answers + gets
-    assert_truthful(answers, allow=(200, 201, 503), busy_ok=False)
+    assert_truthful(st.answers, allow=(200, 201, 503), busy_ok=False)
+    # the 8 getters loop without a token from one address: the shipped
+    # nginx limits tokenless requests per address (issue 12), and answers
+    # the excess 503 busy itself; never anything else
+    assert_truthful(gets, allow=(200, 503), busy_ok=True)
+    assert any(a.status == 200 for a in gets)
     check_claims_against_db(stack, st.answers, [(u, 7) for u in users])
-    failed = [a for a in answers if a.status != 200 and a.status != 201]
+    # nginx's per-address limit of the tokenless GETs is no failure
+    limited = [a for a in gets if a.status == 503 and a.error == "busy"]
+    failed = [a for a in answers if a.status != 200 and a.status != 201
+              and not (a.method == "GET" and a.status == 503
+                       and a.error == "busy")]
     record("6 rolling restart", **{
         model + "_restarts": len(took),
         model + "_requests": len(answers),
         model + "_failed": len(failed),
+        model + "_gets_limited_by_nginx": len(limited),
         model + "_restart_s_max": max(took),
         model + "_p99_s": pct([a.elapsed for a in answers], 99)})
     if model == "socket_held":
