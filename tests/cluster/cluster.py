@@ -557,7 +557,18 @@ http {
         '"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status",'
         '"upstream_response_time":"$upstream_response_time"}';
     access_log %(p)s/nginx-access.log cluster;
-    limit_req_zone $http_authorization zone=tickets_per_token:32m rate=100r/s;
+    # the keys and zones of nginx/tickets.conf (snippets use both zones)
+    map $http_authorization $tickets_token_key {
+        default $http_authorization;
+        "" "";
+        "~*^bearer +(?<tickets_token>[^ ]+) *$" $tickets_token;
+    }
+    map $http_authorization $tickets_addr_key {
+        default "";
+        "" $binary_remote_addr;
+    }
+    limit_req_zone $tickets_token_key zone=tickets_per_token:32m rate=100r/s;
+    limit_req_zone $tickets_addr_key zone=tickets_per_addr:10m rate=50r/s;
     map $scheme $tickets_hsts { https "max-age=63072000"; default ""; }
     upstream tickets_app {
         %(servers)s
