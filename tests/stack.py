@@ -774,6 +774,12 @@ class Stack(object):
         # nginx `keepalive N` (idle kept connections per nginx worker) in
         # the upstream; 0: none. The shipped default unless given.
         self.keepalive = UPSTREAM_KEEPALIVE if keepalive is None else keepalive
+        # nginx's per-address limit of tokenless requests (the shipped
+        # snippets/tickets-public.conf) is off in the harness: every client
+        # of every test is 127.0.0.1, so it would pace a whole suite as one
+        # client. set_addr_limit(True) puts it back (tests/integration/
+        # test_pacing.py).
+        self.addr_limit = False
         self.tcp = tcp        # app instances on 127.0.0.1 TCP ports
         self.keep = keep
         self.quiet = quiet
@@ -1246,9 +1252,25 @@ class Stack(object):
         src = os.path.join(ROOT, "nginx", "snippets")
         for name in os.listdir(src):
             shutil.copyfile(os.path.join(src, name), os.path.join(snippets, name))
+        if not self.addr_limit:
+            public = os.path.join(snippets, "tickets-public.conf")
+            with open(public) as f:
+                text = f.read()
+            if "limit_req zone=tickets_per_addr" not in text:
+                raise StackError("tickets-public.conf: no per-address limit")
+            with open(public, "w") as f:
+                f.write(text.replace("limit_req zone=tickets_per_addr",
+                                     "# limit_req zone=tickets_per_addr"))
         os.makedirs(self.path("tmp"), exist_ok=True)
         with open(self.path("nginx.conf"), "w") as f:
             f.write(conf)
+
+    def set_addr_limit(self, on):
+        """The shipped per-address limit of tokenless requests on or off
+        (off by default, see __init__); nginx re-rendered and reloaded."""
+        self.addr_limit = bool(on)
+        self._render_nginx()
+        self._reload_nginx()
 
     def _nginx_web(self):
         if not self.web:

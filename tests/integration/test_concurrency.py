@@ -200,8 +200,11 @@ def test_a_race_is_real_without_lock_and_unique_key(stack):
     event = 7
     stack.make_event(event)
     seen = []
+    # up to 20 rounds: since issue 12 the event row is held only from the
+    # seat UPDATE to COMMIT, so the window (another claim's UPDATE starting
+    # inside that hold) is narrower than it was, and a round may miss it
     with unique_key_dropped(stack), apps_with(stack, UNSAFE):
-        for rnd in range(5):
+        for rnd in range(20):
             user = 1000 + rnd
             stack.make_user(user)
             tok = stack.token(user)

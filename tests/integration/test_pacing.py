@@ -14,6 +14,7 @@ header is spelled, and requests without a token are paced per address.
 """
 
 import concurrent.futures
+import contextlib
 import time
 
 from helpers import path, assert_error, rows, general_log
@@ -22,6 +23,17 @@ from test_rate_limit import ZONE, error_log_size, error_log_since
 
 SPELLINGS = ("Bearer ", "bearer ", "BEARER  ", "bEaReR   ", "BeArEr ")
 LIST_SQL = "FROM EVENTS WHERE STARTS_AT > UTC_TIMESTAMP() ORDER BY"
+
+
+@contextlib.contextmanager
+def addr_limit(stack):
+    """The shipped per-address limit of tokenless requests, which the test
+    stack leaves off (all its clients are 127.0.0.1)."""
+    stack.set_addr_limit(True)
+    try:
+        yield
+    finally:
+        stack.set_addr_limit(False)
 
 
 def send_all(stack, reqs, threads=50):
@@ -131,6 +143,11 @@ def test_tokenless_flood_is_paced_per_address_and_cached(stack):
     for e in (7, 8):
         stack.make_event(e)
     stack.restart_apps(env={"TICKETS_EVENTS_CACHE": "1"})
+    with addr_limit(stack):
+        _tokenless_flood(stack)
+
+
+def _tokenless_flood(stack):
     # each instance makes its copy first (round robin: one GET each, twice)
     for _ in range(4):
         assert stack.request("GET", "/api/events").status == 200
@@ -166,7 +183,8 @@ def test_tokenless_flood_is_paced_per_address_and_cached(stack):
 
 def test_health_is_paced_per_address_too(stack):
     needs_harness(stack)
-    got = send_all(stack, [("GET", "/api/health", None)] * 300, threads=60)
+    with addr_limit(stack):
+        got = send_all(stack, [("GET", "/api/health", None)] * 300, threads=60)
     statuses = [r.status for r in got]
     assert set(statuses) <= {200, 503} and 200 in statuses, statuses
     assert statuses.count(503) > 0, "/api/health was not limited"
