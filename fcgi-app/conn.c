@@ -622,14 +622,29 @@ int conn_next(struct conn_layer *l, int64_t *arrived_us)
 void conn_release(struct conn_layer *l, int fd)
 {
     bool stopping;
+    char c;
 
     pthread_mutex_lock(&l->mu);
     stopping = l->stopping;
     if (!stopping)
         watch(l, fd, SLOT_IDLE);
     pthread_mutex_unlock(&l->mu);
-    if (stopping) /* closed right after its answer: the front sees it */
-        conn_close(l, fd);
+    if (!stopping)
+        return;
+    /*
+     * Stopping: close it right after its answer, so that the front sees
+     * the close before it reuses the connection.  But the front may have
+     * been quicker (seen here: under load, nginx sends the next request
+     * while this worker waits for the mutex above): a request already on
+     * it is served like any in flight, and the close comes after that.
+     */
+    if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 1) {
+        pthread_mutex_lock(&l->mu);
+        watch(l, fd, SLOT_ARRIVING);
+        pthread_mutex_unlock(&l->mu);
+        return;
+    }
+    conn_close(l, fd);
 }
 
 void conn_close(struct conn_layer *l, int fd)
