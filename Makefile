@@ -249,9 +249,7 @@ test-man: $(BUILD)/tickets-fcgi $(BUILD)/tickets-fcgi.8
 # scraping two instances of a test stack with the shipped scrape config.
 # Installs Debian's prometheus if missing (as root).
 test-prometheus: $(BUILD)/tickets-fcgi
-	$(Q)command -v promtool >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends prometheus; } || \
-		{ echo "test-prometheus: install prometheus (apt-get install prometheus)"; exit 1; }
+	$(Q)scripts/install-deps.sh prometheus
 	$(Q)promtool check rules deploy/prometheus/tickets-fcgi.rules.yml
 	$(Q)cd tests/prometheus && promtool test rules tickets-fcgi.rules.test.yml
 	$(Q)TICKETS_BIN=$(CURDIR)/$(BUILD)/tickets-fcgi $(PYTHON) -m pytest -q tests/prometheus $(PYTEST_ARGS)

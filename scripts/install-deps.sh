@@ -9,13 +9,17 @@
 # tests and `make run` start private copies of both on their own sockets.
 #
 # Not root and something missing: prints the command to run and exits 1.
+#
+#   scripts/install-deps.sh                 what make test and make run need
+#   scripts/install-deps.sh PKG ...         that, and the packages of one
+#                                           extra suite (browser, Galera, ...)
 set -eu
 set -f  # $PACKAGES and $missing are split on purpose; never globbed
 
 PACKAGES="build-essential pkg-config libfcgi-dev default-libmysqlclient-dev
 libjansson-dev libssl-dev libcmocka-dev nginx-light mariadb-server spawn-fcgi
 python3 python3-pytest python3-pymysql curl wrk iproute2 systemd spin valgrind
-apache2"
+apache2 $*"
 
 # "<package> <status>" for every package dpkg knows; unknown ones are absent.
 installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' $PACKAGES \

@@ -25,24 +25,7 @@ GALERA_PACKAGES="galera-4 haproxy rsync"
 say() { echo "galera-tests: $*"; }
 
 # shellcheck disable=SC2086 # the package list is split on purpose
-installed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' $GALERA_PACKAGES 2>/dev/null || true)
-missing=
-for p in $GALERA_PACKAGES; do
-    printf '%s\n' "$installed" | grep -q "^$p ii" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    if [ "$(id -u)" -ne 0 ]; then
-        say "missing:$missing; run as root:" >&2
-        echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$missing" >&2
-        exit 1
-    fi
-    say "installing:$missing"
-    # RUNLEVEL=1: the package scripts do not start the system haproxy
-    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get update -q
-    # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -q --no-install-recommends $missing
-fi
-scripts/install-deps.sh
+scripts/install-deps.sh $GALERA_PACKAGES
 
 if [ -z "${TICKETS_BIN:-}" ]; then
     make --no-print-directory all
