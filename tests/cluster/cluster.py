@@ -395,6 +395,23 @@ class Cluster(object):
     def sql(self, query, args=None):
         return _stack.query_rows(self.root_conn(), query, args)
 
+
+    def make_users(self, ids, premium=True):
+        """Users with these ids, premium for 30 days (or expired)."""
+        conn = self.root_conn()
+        try:
+            conn.cursor().executemany(
+                "INSERT INTO users (id, premium_until) VALUES (%s, "
+                "UTC_TIMESTAMP() + INTERVAL " + ("30" if premium else "-1") +
+                " DAY)", [(u,) for u in ids])
+        finally:
+            conn.close()
+
+    def make_event(self, eid, quota=None):
+        """A free event tomorrow, with a quota or none."""
+        self.sql("INSERT INTO events (id, title, starts_at, free_for_premium, "
+                 "free_quota) VALUES (%s, %s, UTC_TIMESTAMP() + INTERVAL 1 "
+                 "DAY, 1, %s)", [eid, "event %d" % eid, quota])
     def _mariadb(self, text, database="tickets"):
         _stack.mariadb_client(self.db_socket, text.encode(), database)
 

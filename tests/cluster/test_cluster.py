@@ -75,24 +75,6 @@ def cluster(request):
 # ---------------------------------------------------------------------------
 # helpers
 
-def make_users(c, ids, premium=True):
-    conn = c.root_conn()
-    try:
-        cur = conn.cursor()
-        cur.executemany(
-            "INSERT INTO users (id, premium_until) VALUES (%s, UTC_TIMESTAMP() "
-            "+ INTERVAL " + ("30" if premium else "-1") + " DAY)",
-            [(u,) for u in ids])
-    finally:
-        conn.close()
-
-
-def make_event(c, eid, quota=None):
-    c.sql("INSERT INTO events (id, title, starts_at, free_for_premium, "
-          "free_quota) VALUES (%s, %s, UTC_TIMESTAMP() + INTERVAL 1 DAY, 1, %s)",
-          [eid, "cluster event %d" % eid, quota])
-
-
 class Outcome(object):
     __slots__ = ("user", "event", "t_sent", "t_done", "status", "error",
                  "code", "created", "exc")
@@ -184,9 +166,9 @@ def test_storm_lands_on_every_host_and_one_ticket_each(cluster):
     c = cluster
     users = list(range(1, 41))
     events = {1: None, 2: None, 3: 15}          # event -> quota
-    make_users(c, users)
+    c.make_users(users)
     for e, q in events.items():
-        make_event(c, e, q)
+        c.make_event(e, q)
     tokens = {u: c.token(u) for u in users}
     repeats = 5
     tasks = [(u, e) for u in users for e in events for _ in range(repeats)]
@@ -259,9 +241,9 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     the cut and lets go right after it, so that claims of the victim are
     certainly waiting for that row when its link goes down (without it, the
     victim has a claim transaction open at the cut in about 3 runs of 4)."""
-    make_users(c, users)
+    c.make_users(users)
     for e, q in events.items():
-        make_event(c, e, q)
+        c.make_event(e, q)
     tokens = {u: c.token(u) for u in users}
 
     # Fresh pairs all the time: batches of 6 users x every event x 3
@@ -313,9 +295,19 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
                 holder.cursor().execute("START TRANSACTION")
                 holder.cursor().execute(
                     "SELECT id FROM events WHERE id = %s FOR UPDATE", (hold_row,))
+                # until a claim of the cut-off host waits for the row (a
+                # busy machine may take longer to get one there), then a
+                # moment for others to join it
+                end = time.monotonic() + HOLD_MAX_S
                 time.sleep(HOLD_S)
-                queued = victim_waiting(c, victim)
+                while (queued := victim_waiting(c, victim)) == 0 and \
+                        time.monotonic() < end:
+                    time.sleep(0.05)
+                if queued:
+                    time.sleep(0.2)
+                    queued = victim_waiting(c, victim)
             t_down, iso_down = time.monotonic(), iso_now()
+            stop_at[0] = t_down + down_for + after_up  # the hold may be late
             c.link_down(victim)
             if holder is not None:
                 holder.commit()
@@ -436,6 +428,7 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
 
 
 HOLD_S = 0.5
+HOLD_MAX_S = 4.0  # the longest the test holds the row before the cut
 
 
 def victim_waiting(c, victim):

@@ -91,22 +91,6 @@ def ids(n):
     return list(range(first, first + n))
 
 
-def make_users(c, users):
-    conn = c.root_conn()
-    try:
-        conn.cursor().executemany(
-            "INSERT INTO users (id, premium_until) VALUES "
-            "(%s, UTC_TIMESTAMP() + INTERVAL 30 DAY)", [(u,) for u in users])
-    finally:
-        conn.close()
-
-
-def make_event(c, eid, quota=None):
-    c.sql("INSERT INTO events (id, title, starts_at, free_for_premium, "
-          "free_quota) VALUES (%s, %s, UTC_TIMESTAMP() + INTERVAL 1 DAY, 1, %s)",
-          [eid, "galera event %d" % eid, quota])
-
-
 class Outcome(object):
     __slots__ = ("user", "event", "t_sent", "t_done", "status", "error",
                  "code", "retry_after", "exc")
@@ -316,10 +300,10 @@ def test_storms_through_one_writer(gc):
     (u1,) = ids(1)
     e_one, e_quota, e_mixed = 1, 2, 3
     users = ids(60)
-    make_users(c, [u1] + users)
-    make_event(c, e_one)
-    make_event(c, e_quota, 20)
-    make_event(c, e_mixed, 30)
+    c.make_users([u1] + users)
+    c.make_event(e_one)
+    c.make_event(e_quota, 20)
+    c.make_event(e_mixed, 30)
     tokens = {u: c.token(u) for u in [u1] + users}
     quotas = {e_quota: 20, e_mixed: 30}
     t0 = time.monotonic()
@@ -355,9 +339,9 @@ def test_writer_killed_then_rejoins_by_ist(gc):
     c = gc
     events = {11: None, 12: 150}
     users = ids(3000)
-    make_users(c, users)
+    c.make_users(users)
     for e, q in events.items():
-        make_event(c, e, q)
+        c.make_event(e, q)
     storm = Storm(c, list(events), users).start()
     time.sleep(2.0)
     t_kill = time.monotonic()
@@ -375,7 +359,7 @@ def test_writer_killed_then_rejoins_by_ist(gc):
     # fresh users during the rejoin (ticket answers of the first storm's
     # pairs would all be 200s)
     users2 = ids(3000)
-    make_users(c, users2)
+    c.make_users(users2)
     storm2 = Storm(c, list(events), users2).start()
     t_start = time.monotonic()
     c.start_node(1, timeout=90)
@@ -407,9 +391,9 @@ def writer_partition(c, name, events, cut, restore, unready):
     restore(1) once HAProxy has marked it down and unready() held for 4 s;
     node 1 rejoins (IST) and takes the writes again."""
     users = ids(3000)
-    make_users(c, users)
+    c.make_users(users)
     for e, q in events.items():
-        make_event(c, e, q)
+        c.make_event(e, q)
     storm = Storm(c, list(events), users).start()
     time.sleep(2.0)
     t_cut = time.monotonic()
@@ -471,9 +455,9 @@ def test_every_node_a_writer_and_one_cut_off(gc):
         e_hot, e_pair = 31, 32
         users = ids(150)
         (u_pair,) = ids(1)
-        make_users(c, users + [u_pair])
-        make_event(c, e_hot)
-        make_event(c, e_pair)
+        c.make_users(users + [u_pair])
+        c.make_event(e_hot)
+        c.make_event(e_pair)
         tokens = {u: c.token(u) for u in users + [u_pair]}
         hot = run_all(c, tokens, [(u, e_hot) for u in users for _ in range(2)])
         pair = run_all(c, tokens, [(u_pair, e_pair)] * 90)
