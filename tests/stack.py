@@ -1004,19 +1004,19 @@ class Stack(object):
             cmd.append("--user=root")
         return cmd
 
-    def _make_db_tls(self):
-        """The database's throw-away CA and server certificate (for
-        127.0.0.1 and localhost), made once per run directory."""
+    def _make_tls(self, name, cn, ca_name, ca_subject):
+        """A throw-away CA and a certificate `name` for 127.0.0.1 and
+        localhost in the run directory's tls/, made once per directory."""
         tls = self.path("tls")
-        if os.path.exists(os.path.join(tls, "db-server.pem")):
+        if os.path.exists(os.path.join(tls, name + ".pem")):
             return
-        ca = make_ca(tls, "db-ca", "tickets test database CA")
-        make_cert(tls, "db-server", "127.0.0.1", ca,
-                  san="IP:127.0.0.1,DNS:localhost")
+        ca = make_ca(tls, ca_name, ca_subject)
+        make_cert(tls, name, cn, ca, san="IP:127.0.0.1,DNS:localhost")
 
     def _start_db(self):
         if self.db_tls:
-            self._make_db_tls()
+            self._make_tls("db-server", "127.0.0.1", "db-ca",
+                           "tickets test database CA")
             if self.db_port is None:
                 self.db_port = _free_port()
         datadir = self.path("db")
@@ -1311,15 +1311,6 @@ class Stack(object):
         if r.returncode != 0:
             raise StackError("nginx -t failed:\n%s" % r.stdout.decode())
 
-    def _make_nginx_tls(self):
-        """nginx's throw-away CA and certificate (127.0.0.1, localhost)."""
-        tls = self.path("tls")
-        if os.path.exists(os.path.join(tls, "nginx.pem")):
-            return
-        ca = make_ca(tls, "web-ca", "tickets test web CA")
-        make_cert(tls, "nginx", "localhost", ca,
-                  san="IP:127.0.0.1,DNS:localhost")
-
     def tls_context(self):
         """An ssl.SSLContext that trusts nginx's throw-away CA (and checks
         the host name), for requests to tls_url."""
@@ -1335,7 +1326,7 @@ class Stack(object):
                     p = _free_port()
                 setattr(self, attr, p)
             taken.add(getattr(self, attr))
-        self._make_nginx_tls()
+        self._make_tls("nginx", "localhost", "web-ca", "tickets test web CA")
         self.url = "http://127.0.0.1:%d" % self.port
         self.internal_url = "http://127.0.0.1:%d" % self.internal_port
         self.tls_url = "https://127.0.0.1:%d" % self.tls_port
