@@ -105,10 +105,11 @@ static const struct option_def options[] = {
               "(0: no pacing)"},
     {"pace-burst", "TICKETS_PACE_BURST", "20", OPT_LONG, OFF(pace_burst), 1,
      1000000, "claims one user may send at once before the pace applies"},
-    {"events-cache", "TICKETS_EVENTS_CACHE", "1", OPT_SECONDS,
+    {"events-cache", "TICKETS_EVENTS_CACHE", "0", OPT_SECONDS,
      OFF(events_cache_us), 0, 60,
-     "seconds GET /api/events is answered from memory (decimals allowed; "
-     "0: every request reads the database)"},
+     "seconds older than its request an answer of GET /api/events may be "
+     "(decimals allowed; 0: read after the request arrived; requests "
+     "arriving together share one read either way)"},
     {"config", "TICKETS_CONFIG", NULL, OPT_STRING, OFF(config_file), 0, 0,
      "file of KEY=VALUE lines with the variables above (the environment "
      "and flags win over it)"},

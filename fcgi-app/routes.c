@@ -399,8 +399,8 @@ static void add_event(const struct event_row *e, void *ctx)
     json_array_append_new(ctx, routes_event_json(e));
 }
 
-/* The list as last rendered, for TICKETS_EVENTS_CACHE (textcache.h). */
-static struct textcache events_cache = TEXTCACHE_INIT;
+/* The list, shared by requests that arrive together (textcache.h). */
+static struct textcache events_cache = TEXTCACHE_INIT(util_now_us);
 
 static void events_list(const struct route_ctx *ctx, struct http_request *r,
                         const char *arg, size_t arg_len)
@@ -408,33 +408,36 @@ static void events_list(const struct route_ctx *ctx, struct http_request *r,
     json_t *list, *doc;
     char *text;
     size_t len;
-    bool refresh;
 
-    text = textcache_get(&events_cache, util_now_us(),
-                         ctx->cfg->events_cache_us, &len, &refresh);
-    if (text) {
+    switch (textcache_get(&events_cache, r->start_us,
+                          ctx->cfg->events_cache_us, &text, &len)) {
+    case TEXTCACHE_HIT:
         http_send_text(r, 200, "application/json", text);
         free(text);
         return;
+    case TEXTCACHE_FAILED:
+        goto unavailable;
+    case TEXTCACHE_READ:
+        break;
     }
     list = json_array();
     if (db_list_events(ctx->db, EVENTS_LIST_MAX, add_event, list) != DB_OK) {
         json_decref(list);
-        if (refresh)
-            textcache_abandon(&events_cache);
-        http_send_error(r, 503, outcome_http[CLAIM_UNAVAILABLE].error,
-                        outcome_http[CLAIM_UNAVAILABLE].message, RETRY_AFTER);
-        return;
+        textcache_abandon(&events_cache);
+        goto unavailable;
     }
     doc = json_pack("{s:o}", "events", list);
     text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     if (!text)
         abort(); /* out of memory */
-    if (refresh)
-        textcache_put(&events_cache, text, strlen(text), util_now_us());
+    textcache_put(&events_cache, text, strlen(text));
     http_send_text(r, 200, "application/json", text);
     free(text);
+    return;
+unavailable:
+    http_send_error(r, 503, outcome_http[CLAIM_UNAVAILABLE].error,
+                    outcome_http[CLAIM_UNAVAILABLE].message, RETRY_AFTER);
 }
 
 static void health(const struct route_ctx *ctx, struct http_request *r,

@@ -17,28 +17,53 @@ static char *copy(const char *text, size_t len)
     return s;
 }
 
-char *textcache_get(struct textcache *c, int64_t now_us, int64_t ttl_us,
-                    size_t *len, bool *refresh)
+enum textcache_take textcache_get(struct textcache *c, int64_t arrived_us,
+                                  int64_t ttl_us, char **text, size_t *len)
 {
-    char *out = NULL;
+    int64_t oldest = arrived_us - (ttl_us > 0 ? ttl_us : 0);
+    uint64_t seen;
+    bool joined;
 
-    *refresh = false;
-    if (ttl_us <= 0)
-        return NULL;
+    *text = NULL;
     pthread_mutex_lock(&c->lock);
-    if (c->text && (now_us - c->at_us < ttl_us || c->refreshing)) {
-        out = copy(c->text, c->len);
-        *len = c->len;
-    } else if (!c->refreshing) {
-        c->refreshing = true; /* this caller makes the new one */
-        *refresh = true;
+    for (;;) {
+        if (c->text && c->read_at_us >= oldest) {
+            *text = copy(c->text, c->len);
+            *len = c->len;
+            pthread_mutex_unlock(&c->lock);
+            return TEXTCACHE_HIT;
+        }
+        if (!c->reading) {
+            /* begun now, after every request waiting here arrived */
+            c->reading = true;
+            c->reading_since_us = c->now_us();
+            pthread_mutex_unlock(&c->lock);
+            return TEXTCACHE_READ;
+        }
+        /* a read runs: share it if it is young enough, else outwait it */
+        joined = c->reading_since_us >= oldest;
+        seen = c->reads_ended;
+        c->waiting++;
+        while (c->reads_ended == seen)
+            pthread_cond_wait(&c->read_done, &c->lock);
+        c->waiting--;
+        if (joined && c->last_failed &&
+            !(c->text && c->read_at_us >= oldest)) {
+            pthread_mutex_unlock(&c->lock);
+            return TEXTCACHE_FAILED;
+        }
     }
-    pthread_mutex_unlock(&c->lock);
-    return out;
 }
 
-void textcache_put(struct textcache *c, const char *text, size_t len,
-                   int64_t now_us)
+static void read_ended(struct textcache *c, bool failed)
+{
+    c->reading = false;
+    c->last_failed = failed;
+    c->reads_ended++;
+    pthread_cond_broadcast(&c->read_done);
+}
+
+void textcache_put(struct textcache *c, const char *text, size_t len)
 {
     char *s = copy(text, len), *old;
 
@@ -46,8 +71,8 @@ void textcache_put(struct textcache *c, const char *text, size_t len,
     old = c->text;
     c->text = s;
     c->len = len;
-    c->at_us = now_us;
-    c->refreshing = false;
+    c->read_at_us = c->reading_since_us;
+    read_ended(c, false);
     pthread_mutex_unlock(&c->lock);
     free(old);
 }
@@ -55,7 +80,7 @@ void textcache_put(struct textcache *c, const char *text, size_t len,
 void textcache_abandon(struct textcache *c)
 {
     pthread_mutex_lock(&c->lock);
-    c->refreshing = false;
+    read_ended(c, true);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -67,7 +92,6 @@ void textcache_clear(struct textcache *c)
     old = c->text;
     c->text = NULL;
     c->len = 0;
-    c->refreshing = false;
     pthread_mutex_unlock(&c->lock);
     free(old);
 }

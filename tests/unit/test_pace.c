@@ -1,7 +1,6 @@
 /*
- * test_pace.c: the per-user pacing table (pace.c) and the one-second cache
- * of GET /api/events (textcache.c).  Time is an argument of both, so every
- * case runs on a made-up clock: no sleeps, no timed assertions.
+ * test_pace.c: the per-user pacing table (pace.c).  Time is an argument,
+ * so every case runs on a made-up clock: no sleeps, no timed assertions.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -15,7 +14,6 @@
 #include <cmocka.h>
 
 #include "pace.h"
-#include "textcache.h"
 
 #define S 1000000LL /* one second in microseconds */
 
@@ -211,56 +209,6 @@ static void threads(void **state)
     pace_free(p);
 }
 
-static void cache_fresh_then_stale(void **state)
-{
-    struct textcache c = TEXTCACHE_INIT;
-    bool refresh;
-    size_t len = 0;
-    char *s;
-
-    /* empty: the first caller refreshes, a second one meanwhile too gets
-     * nothing (nothing to serve) but is not the refresher */
-    assert_null(textcache_get(&c, 10 * S, S, &len, &refresh));
-    assert_true(refresh);
-    assert_null(textcache_get(&c, 10 * S, S, &len, &refresh));
-    assert_false(refresh);
-    textcache_put(&c, "{\"events\":[]}", 13, 10 * S);
-    s = textcache_get(&c, 10 * S + S - 1, S, &len, &refresh);
-    assert_non_null(s);
-    assert_false(refresh);
-    assert_int_equal(len, 13);
-    assert_string_equal(s, "{\"events\":[]}");
-    free(s);
-    /* stale: one refresher; the others serve the stale text meanwhile */
-    assert_null(textcache_get(&c, 11 * S, S, &len, &refresh));
-    assert_true(refresh);
-    s = textcache_get(&c, 11 * S, S, &len, &refresh);
-    assert_non_null(s);
-    assert_false(refresh);
-    free(s);
-    /* the refresh failed: the next caller tries again */
-    textcache_abandon(&c);
-    assert_null(textcache_get(&c, 11 * S, S, &len, &refresh));
-    assert_true(refresh);
-    textcache_put(&c, "{\"events\":[1]}", 14, 11 * S);
-    s = textcache_get(&c, 11 * S, S, &len, &refresh);
-    assert_string_equal(s, "{\"events\":[1]}");
-    free(s);
-    textcache_clear(&c);
-}
-
-static void cache_off(void **state)
-{
-    struct textcache c = TEXTCACHE_INIT;
-    bool refresh;
-    size_t len;
-
-    textcache_put(&c, "x", 1, S);
-    assert_null(textcache_get(&c, S, 0, &len, &refresh));
-    assert_false(refresh);
-    textcache_clear(&c);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,8 +220,6 @@ int main(void)
         cmocka_unit_test(off),
         cmocka_unit_test(many_users),
         cmocka_unit_test(threads),
-        cmocka_unit_test(cache_fresh_then_stale),
-        cmocka_unit_test(cache_off),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
