@@ -1,12 +1,14 @@
 /*
- * db.h: the database, and the only module that includes <mysql.h>.
+ * db.h: the database module's one interface.  Its files, db_*.c (one
+ * concern each, listed in db_internal.h), are the only ones of the app that
+ * include <mysql.h>.
  *
  * One struct db per worker thread: one MySQL connection with its prepared
  * statements, owned by that thread for life and never shared.  The
  * connection opens lazily and reopens after a failure, but only where no
  * named lock can be held (a reconnect would drop the lock silently): calls
  * marked "needs the open session" below fail with DB_UNAVAILABLE instead of
- * reconnecting.  db.c knows SQL, not the rules: the decisions are in
+ * reconnecting.  The db files know SQL, not the rules: the decisions are in
  * tickets.c.
  *
  * Status convention: enum db_status.  Every failure is logged here, once,
@@ -34,6 +36,8 @@ enum db_status {
 
 struct db;
 
+/* The connection: db_conn.c */
+
 /* Call once in main before any thread: mysql_library_init. */
 int db_library_init(void);
 void db_library_end(void);
@@ -42,6 +46,14 @@ void db_library_end(void);
 struct db *db_new(const struct config *cfg);
 /* Close the connection and free; also ends the thread's client state. */
 void db_free(struct db *db);
+
+/* How many named locks this connection holds (0 or 1). */
+int db_locks_held(const struct db *db);
+
+/* The TLS cipher of the open connection, or NULL (closed, or no TLS). */
+const char *db_tls_cipher(const struct db *db);
+
+/* Is the database there and fit to serve: db_health.c */
 
 /* Reconnect if needed and check that the server answers (connected, the
  * statements prepared: --check-config).  Not readiness: see db_ready. */
@@ -54,14 +66,7 @@ enum db_status db_ping(struct db *db);
  */
 enum db_status db_ready(struct db *db);
 
-/*
- * A claim's transaction failed with DB_RETRY (or must run again): pause a
- * jittered backoff for retry number attempt (0 first) and return true, or
- * return false when the attempts are used up or the pause would not end
- * before deadline_us (util_now_us clock: the request's budget).  Both are
- * counted.
- */
-bool db_retry_pause(struct db *db, unsigned attempt, int64_t deadline_us);
+/* The reads that open a request: db_read.c */
 
 /* Read the facts of (user, event); may reconnect.  DB_OK or unavailable. */
 enum db_status db_claim_facts(struct db *db, int64_t user_id,
@@ -80,6 +85,8 @@ enum db_status db_list_events(struct db *db, unsigned limit,
                               void (*row)(const struct event_row *, void *),
                               void *ctx);
 
+/* A claim on its open session: db_claim.c */
+
 /*
  * The per-user named lock, GET_LOCK(prefix || user_id, wait_us / 1e6 s):
  * the caller's share of TICKETS_LOCK_TIMEOUT.  Must not be held already (a
@@ -93,17 +100,20 @@ enum db_status db_user_lock(struct db *db, int64_t user_id, int64_t wait_us);
  * is closed, which frees the lock on the server.  Always leaves no lock held.
  */
 void db_user_unlock(struct db *db, int64_t user_id);
-/* How many named locks this connection holds (0 or 1). */
-int db_locks_held(const struct db *db);
-
-/* The TLS cipher of the open connection, or NULL (closed, or no TLS). */
-const char *db_tls_cipher(const struct db *db);
 
 /* Transactions; these need the open session (no reconnect). */
 enum db_status db_begin(struct db *db);
 enum db_status db_commit(struct db *db);
 /* Roll back; on failure the connection is closed, which rolls back too. */
 void db_rollback(struct db *db);
+
+/*
+ * In a transaction, first: INSERT ... ON DUPLICATE KEY UPDATE the ticket t (user,
+ * event, code and created_at set).  DB_OK: a new row, t->id set;
+ * DB_DUPLICATE: a row with the same (user, event) or code exists.  Needs
+ * the open session.
+ */
+enum db_status db_insert_ticket(struct db *db, struct ticket *t);
 
 /*
  * In a transaction, after db_insert_ticket and right before COMMIT (it
@@ -116,11 +126,12 @@ void db_rollback(struct db *db);
 enum db_status db_take_seat(struct db *db, int64_t user_id, int64_t event_id);
 
 /*
- * In a transaction, first: INSERT ... ON DUPLICATE KEY UPDATE the ticket t (user,
- * event, code and created_at set).  DB_OK: a new row, t->id set;
- * DB_DUPLICATE: a row with the same (user, event) or code exists.  Needs
- * the open session.
+ * A claim's transaction failed with DB_RETRY (or must run again): pause a
+ * jittered backoff for retry number attempt (0 first) and return true, or
+ * return false when the attempts are used up or the pause would not end
+ * before deadline_us (util_now_us clock: the request's budget).  Both are
+ * counted.
  */
-enum db_status db_insert_ticket(struct db *db, struct ticket *t);
+bool db_retry_pause(struct db *db, unsigned attempt, int64_t deadline_us);
 
 #endif
