@@ -9,7 +9,7 @@ Checked in each Markdown file:
   - link targets, [text](target) and src="target", relative to the file,
     and their #anchors when the target is a Markdown file of the tree;
   - inline code spans that are repository paths: one word whose first
-    component is a top-level entry of the tree (`fcgi-app/db.c`, `sql/`,
+    component is a top-level entry of the tree (`fcgi-app/db.h`, `sql/`,
     `bench/*.sql`); a <placeholder> ends the part that is checked;
   - in the README also bare file names (`claim_sql.h`), which must exist
     somewhere in the tree.
