@@ -25,9 +25,9 @@
 --      event_id): 0 affected rows means the ticket exists; the procedure
 --      rolls back and answers it.
 -- The conditional UPDATE of events.free_issued is the app's statement
--- (fcgi-app/db.c, ST_SEAT) word for word: every rule and the user's existing
--- ticket, in one locking read of the event row, so the quota cannot be
--- oversold and the lock alone keeps one ticket per pair.
+-- (fcgi-app/claim_sql.h, CLAIM_SQL_SEAT) word for word: every rule and the
+-- user's existing ticket, in one locking read of the event row, so the quota
+-- cannot be oversold and the lock alone keeps one ticket per pair.
 --
 -- The decision in the contract's order stays in C (tickets_decide): the
 -- procedure only needs "may this claim create?", the conjunction of every

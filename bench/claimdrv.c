@@ -3,7 +3,7 @@
  * with one connection each, for the ceilings of docs/PERFORMANCE.md.
  *
  * Modes (what one "claim" costs on the wire):
- *   a        exactly what a creating claim of the app costs (fcgi-app/db.c,
+ *   a        exactly what a creating claim of the app costs (fcgi-app/db_*.c,
  *            tickets.c): the first look (the glance SELECT, which reads the
  *            orders too once sold out), SELECT GET_LOCK, START
  *            TRANSACTION, INSERT ... ON DUPLICATE KEY UPDATE, the conditional
@@ -105,7 +105,7 @@ static const char SQL_SEAT_FIRST[] =
  */
 static const char SQL_SEAT_CALL[] = "CALL tickets_take_seat(?, ?)";
 
-/* The app's statements, word for word: the same header as fcgi-app/db.c. */
+/* The app's statements, word for word: the header fcgi-app/db_stmt.c uses. */
 static const char SQL_CALL[] = "CALL tickets_claim(?, ?, ?, ?, ?, ?, ?)";
 
 enum { ST_FACTS, ST_LOCK, ST_UNLOCK, ST_SEAT, ST_INSERT, ST_CALL, ST_GLANCE,
@@ -277,7 +277,7 @@ static int decide(const struct facts *f)
 
 /* The app's first look (full = false: ST_GLANCE, the orders only once
  * sold out) or its full facts read (ST_FACTS), as claim_facts_once in
- * fcgi-app/db.c: the same 4 parameters and 9 columns. */
+ * fcgi-app/db_read.c: the same 4 parameters and 9 columns. */
 static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
                       struct facts *f)
 {

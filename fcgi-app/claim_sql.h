@@ -2,7 +2,7 @@
  * claim_sql.h: the statements of a claim, as text.
  *
  * One copy for the two programs that must send exactly these: the app
- * (db.c prepares them) and the benchmark's ceiling driver (bench/
+ * (db_stmt.c prepares them) and the benchmark's ceiling driver (bench/
  * claimdrv.c, ceiling (a) of docs/PERFORMANCE.md, which is only a ceiling
  * of the app if its SQL is the app's, word for word).
  */

@@ -33,7 +33,7 @@
  * Deadlocks (1213, also Galera's certification conflicts) retry the
  * transaction under the same lock after a jittered pause, while the
  * request's budget lasts (db_retry_pause); a lock wait timeout
- * means a hung database (db.c) and answers 503.  When the connection is
+ * means a hung database (db_conn.c) and answers 503.  When the connection is
  * lost mid-claim the answer is 503 and the server has rolled back and
  * released: a retry answers truthfully.
  */
@@ -216,7 +216,7 @@ static enum claim_outcome claim_write(struct db *db, bool locked,
         r = claim_attempt(db, user_id, event_id, b, out);
         if (r >= 0)
             return (enum claim_outcome)r;
-        /* a jittered pause, within the request's budget (db.c) */
+        /* a jittered pause, within the request's budget (db_claim.c) */
         if (!db_retry_pause(db, attempt, b->deadline_us))
             return CLAIM_UNAVAILABLE;
     }

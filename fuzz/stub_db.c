@@ -3,7 +3,7 @@
  *
  * The facts of (user, event) follow from the ids (so every contract row is
  * reachable from a fuzzed path and token), tickets live in a small table,
- * and the lock rules of the real db.c are asserted: GET_LOCK never taken
+ * and the lock rules of the real db_claim.c are asserted: GET_LOCK never taken
  * twice, no transaction without the lock, nothing held after a request.
  */
 #include "db.h"
@@ -120,7 +120,7 @@ enum db_status db_claim_facts(struct db *db, int64_t user_id,
     return DB_OK;
 }
 
-/* The first look, as db.c's ST_GLANCE: the orders only when sold out. */
+/* The first look, as db_read.c's ST_GLANCE: the orders only when sold out. */
 enum db_status db_claim_glance(struct db *db, int64_t user_id,
                                int64_t event_id, struct claim_facts *f)
 {

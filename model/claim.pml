@@ -1,6 +1,6 @@
 /*
  * claim.pml: the claim protocol of tickets-fcgi, as fcgi-app/ implements it
- * (tickets.c, db.c, routes.c participation_post/lead, inflight.c,
+ * (tickets.c, db_*.c, routes.c participation_post/lead, inflight.c,
  * server.c serve_one), for the spin model checker.  docs/PROTOCOL.md walks
  * through it beside the C code, step by step; model/verify.sh runs the
  * checks (make verify).
@@ -27,8 +27,8 @@
  * server ran it or after (the client cannot tell which: COMMIT), and an
  * instance may be killed.  Lock waits need no budget: whenever the lock is
  * held by another session, GET_LOCK may time out (0), and an InnoDB row
- * lock wait may end in 1205 (db.c closes the connection) or 1213 (deadlock
- * victim: rolled back, retried).
+ * lock wait may end in 1205 (db_conn.c closes the connection) or 1213
+ * (deadlock victim: rolled back, retried).
  *
  * Configurations: CFG_USER (default) one user, one event without a quota,
  * three claims: c0, c1 on instance 0 (workers w0, w1: one leads, the other
@@ -57,8 +57,8 @@
  *   NO_LOCK_TIMEOUT            GET_LOCK waits without a timeout
  *   TAKE_ONCE                  the coalescing leader takes its queue once and
  *                              ends its lead in a second step
- *   NO_STALE_RETRY             without db.c's retry of a first read on a stale
- *                              connection (db_retry_stale)
+ *   NO_STALE_RETRY             without db_read.c's retry of a first read on a
+ *                              stale connection (db_retry_stale)
  */
 
 /* ------------------------------------------------------------------ */
@@ -309,7 +309,7 @@ end_reap:
 }
 
 /* ------------------------------------------------------------------ */
-/* db.c: the client's side                                              */
+/* db_*.c: the client's side                                            */
 
 /*
  * One statement is one atomic step: the server runs it (or not) and the
@@ -484,7 +484,7 @@ inline db_claim_facts(u, rc, idle)
    error/NULL, which closes the connection */
 inline db_user_lock(u, rc)
 {
-    assert(!locks);           /* db.c aborts: GET_LOCK while a lock is held */
+    assert(!locks);           /* db_claim.c aborts: GET_LOCK with a lock held */
     db_ensure(rc, 0);
     if
     :: rc == DB_OK ->

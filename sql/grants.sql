@@ -5,7 +5,7 @@
 --   mariadb < sql/grants.sql      (as an administrator)
 --
 -- What the app reads and writes, to the column, and nothing more (the
--- statements are in fcgi-app/claim_sql.h and fcgi-app/db.c):
+-- statements are in fcgi-app/claim_sql.h and fcgi-app/db_stmt.c):
 --   users         read id, premium_until; a site's other columns (e-mail,
 --                 password hash, ...) stay out of reach: SELECT * is refused
 --   events        read the columns the list and the claim use; bump
