@@ -82,7 +82,12 @@ endif
 
 # pkg-config is asked only when something is compiled, so that `make clean`
 # and `make install-deps` work before the libraries are installed.
-PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(LIBS_PKG))
+# <mysql.h> belongs to the db files (fcgi-app/db_*.c, behind db.h): only
+# they get libmariadb's include path, so that on Debian, where <mysql.h> is
+# not on the default path, an #include of it anywhere else fails to build.
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(filter-out libmariadb,$(LIBS_PKG)))
+MARIADB_CFLAGS = $(shell $(PKG_CONFIG) --cflags libmariadb)
+$(BUILD)/obj/db_%.o: PKG_CFLAGS += $(MARIADB_CFLAGS)
 PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(LIBS_PKG))
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
 
