@@ -1,7 +1,7 @@
 /*
- * db.h: the database module's one interface.  Its files, db_*.c (one
- * concern each, listed in db_internal.h), are the only ones of the app that
- * include <mysql.h>.
+ * db.h: the database module's one interface.  Its files, db_*.c and
+ * db_internal.h (which lists them, one concern each), are the only ones of
+ * the app that include <mysql.h> (the Makefile gives no other its path).
  *
  * One struct db per worker thread: one MySQL connection with its prepared
  * statements, owned by that thread for life and never shared.  The

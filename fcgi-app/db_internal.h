@@ -15,8 +15,9 @@
  *                transaction, the ticket's insert, the seat, the retry pause
  *   db_health.c  db_ping, db_ready, and what Galera adds to them
  *
- * These files are the only ones of the app that include <mysql.h>: struct
- * db stays opaque to everything else.
+ * These files and this header are the only ones of the app that include
+ * <mysql.h> (the Makefile gives no other its path): struct db stays opaque
+ * to everything else.
  *
  * Status convention: enum db_status, as db.h; the int helpers return 0 or
  * -1.  Every helper here runs on the calling worker's own struct db.
