@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Size one app host and one database host (docs/SCALING.md, "Numbers").
 
-Starts a stack with tests/stack.py (private MariaDB, two app instances at
+Starts a stack with tests/harness (private MariaDB, two app instances at
 their defaults, 16 threads each, under spawn-fcgi, nginx), seeds users and an
 event, and drives nginx with wrk, one scenario after the other:
 
@@ -21,7 +21,7 @@ the machine is doing. Throughput itself depends on the load of the machine
     /usr/bin/python3 bench/scaling-measure.py [--seconds 6] [--connections 32]
         [--json out.json]
 
-Standard library, tests/stack.py (python3-pymysql) and wrk.
+Standard library, tests/harness (python3-pymysql) and wrk.
 """
 
 import argparse
@@ -37,7 +37,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from stack import Stack, _children  # noqa: E402
+from harness import Stack, children  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -174,7 +174,7 @@ def main():
         groups = {
             "mariadbd": [stack.db_pid],
             "apps": [i.pid for i in stack.instances],
-            "nginx": [stack.nginx_pid] + _children(stack.nginx_pid),
+            "nginx": [stack.nginx_pid] + children(stack.nginx_pid),
         }
         scenarios = [
             ("events", "get", "/api/events", None),

@@ -4,7 +4,7 @@
 The claim's INSERT and seat UPDATE (fcgi-app/claim_sql.h, parsed from the
 header so the text is the app's), in the app's order (ticket first, seat
 last), in two root sessions of a scratch database `rc_check` on the given
-MariaDB socket (bench/run's or tests/stack.py's private server):
+MariaDB socket (bench/run's or tests/harness's private server):
 
     scripts/rc-check.py /path/to/mysql.sock
 
@@ -14,7 +14,7 @@ import os, sys, threading, time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import pymysql
-from stack import root_connect
+from harness import root_connect
 import re
 def macro(name):
     src = open(ROOT + "/fcgi-app/claim_sql.h").read()

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from stack import Stack, StackError
+from harness import Stack, StackError
 
 
 def session_stack(note=""):

@@ -9,7 +9,7 @@
 # root: apt-get, like scripts/install-deps.sh; the stack's own packages come
 # from that script) and playwright-core, pinned by package-lock.json, with
 # `npm ci` (it downloads no browser). It builds the app (unless TICKETS_BIN
-# is set), starts the stack through tests/browser/serve.py (tests/stack.py with
+# is set), starts the stack through tests/browser/serve.py (tests/harness with
 # web=True, php=True, demo data) in a temp dir of its own, runs node's test
 # runner, and stops the stack by pid.
 #

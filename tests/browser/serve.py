@@ -3,7 +3,7 @@
 
     python3 tests/browser/serve.py --state FILE
 
-starts tests/stack.py's Stack with the page (web/), the demo data and its
+starts tests/harness's Stack with the page (web/), the demo data and its
 demo sign-in, and the PHP example under php-fpm; then serves a JSON control
 API on 127.0.0.1 (a random port and key, both in FILE, mode 0600) through
 which the node tests reach what a browser cannot: SQL as root, tokens, the
@@ -12,7 +12,7 @@ check. SIGTERM or SIGINT stops everything by pid; the stack's temp dir is
 kept (and its logs printed) when FILE.failed exists by then, or when
 TICKETS_KEEP=1.
 
-Standard library and pymysql only, like tests/stack.py.
+Standard library and pymysql only, like tests/harness.
 """
 
 import argparse
@@ -30,7 +30,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from stack import LOCK_PREFIX, Stack, StackError, _write_private  # noqa: E402
+from harness import LOCK_PREFIX, Stack, StackError, write_private  # noqa: E402
 
 
 def _plain(value):
@@ -61,7 +61,7 @@ class Control(object):
     def reset(self):
         """Tables as sql/demo.sql leaves them (its times relative to now)."""
         self.stack.reset_tables()
-        self.stack._load_sql("demo.sql")
+        self.stack.load_sql("demo.sql")
         return True
 
     def make_user(self, id, premium=True):
@@ -154,7 +154,7 @@ def serve(stack, state_file):
                  "apps": [i.pid for i in stack.instances]},
     }
     tmp = state_file + ".tmp"
-    _write_private(tmp, json.dumps(state, indent=2) + "\n")
+    write_private(tmp, json.dumps(state, indent=2) + "\n")
     os.rename(tmp, state_file)
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()

@@ -23,7 +23,7 @@ Leftovers of a run that was SIGKILLed are removed at the next start
         c.run_in("fe", http_request, c.url, "GET", "/api/events")
         c.link_down(2); ...; c.link_up(2)
 
-Standard library and pymysql only; JWTs and HTTP from tests/stack.py.
+Standard library and pymysql only; JWTs and HTTP from tests/harness.
 """
 
 import contextlib
@@ -45,8 +45,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import stack as _stack  # noqa: E402  (tests/stack.py)
-from stack import StackError, make_token, http_request  # noqa: E402,F401
+import harness as _stack  # noqa: E402  (tests/harness/)
+from harness import StackError, make_token, http_request  # noqa: E402,F401
 
 ROOT = _stack.ROOT
 pymysql = _stack.pymysql
@@ -297,7 +297,7 @@ class Cluster(object):
             p = self.procs.get(name)
             if p is None:
                 continue
-            _stack._stop_process(p, 30 if name == "mariadbd" else 10, name)
+            _stack.stop_process(p, 30 if name == "mariadbd" else 10, name)
         for name in list(self.made_ns):
             _kill_netns_pids(name)      # nginx workers of a killed master, say
             _ip("netns", "del", name, check=False)
@@ -383,9 +383,9 @@ class Cluster(object):
         if os.geteuid() == 0:
             db.append("--user=root")
         p = self._popen("mariadbd", "db", db, log=self.path("mariadb.out"))
-        _stack._wait_for("MariaDB on the database host",
-                         lambda: self.root_conn(db=None, timeout=2).close() or True,
-                         60, p, self.path("mariadb.err"))
+        _stack.wait_for("MariaDB on the database host",
+                        lambda: self.root_conn(db=None, timeout=2).close() or True,
+                        60, p, self.path("mariadb.err"))
 
     def root_conn(self, db="tickets", timeout=10):
         """root over the unix socket (a path in the shared file system, so
@@ -417,7 +417,7 @@ class Cluster(object):
 
     def _setup_db(self):
         password = secrets.token_hex(16)
-        _stack._write_private(self.path("db-password"), password + "\n")
+        _stack.write_private(self.path("db-password"), password + "\n")
         host = NET + ".%"            # the app hosts' subnet, nothing else
         self.db_account = "'tickets'@'%s'" % host
         conn = self.root_conn(db=None)
@@ -460,7 +460,7 @@ class Cluster(object):
 
     def _start_apps(self):
         self.secret = secrets.token_hex(32).encode("ascii")
-        _stack._write_private(self.path("jwt-secret"), self.secret.decode() + "\n")
+        _stack.write_private(self.path("jwt-secret"), self.secret.decode() + "\n")
         for i in range(1, self.napps + 1):
             self._start_app(i)
         for i in range(1, self.napps + 1):
@@ -513,8 +513,8 @@ class Cluster(object):
             if status != 200:
                 raise StackError("health %s" % status)
             return True
-        _stack._wait_for("app host %d (%s:%d)" % (i, addr, APP_PORT), healthy,
-                         timeout, p, self.app_log(i))
+        _stack.wait_for("app host %d (%s:%d)" % (i, addr, APP_PORT), healthy,
+                        timeout, p, self.app_log(i))
 
     def app_requests(self, i, since=0):
         """Request log lines (parsed JSON) of app host i after byte offset
@@ -623,8 +623,8 @@ http {
             r = self.run_in("fe", http_request, self.url, "GET", "/.ready",
                             timeout=2)
             return r.status == 404 and (r.json or {}).get("error") == "not_found"
-        _stack._wait_for("nginx on the front host", ours, 20, proc,
-                         self.path("nginx-error.log"))
+        _stack.wait_for("nginx on the front host", ours, 20, proc,
+                        self.path("nginx-error.log"))
 
     def nginx_log(self, since=0):
         out = []

@@ -4,7 +4,7 @@
   - with the shipped /etc/tickets-fcgi/env and no secret yet: exit 2 and the
     first-start message naming the missing file;
   - the installed SQL (schema and grants) loads into a test MariaDB
-    (tests/stack.py), the operator's secrets go to /etc/tickets-fcgi, and
+    (tests/harness), the operator's secrets go to /etc/tickets-fcgi, and
     `tickets-fcgi --config=/etc/tickets-fcgi/env --check-config` (the
     database's socket given as a flag) says OK;
   - the app serves a claim on a socket as user tickets, and stops on SIGTERM.
@@ -21,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from stack import Stack, fcgi_request, mariadb_client  # noqa: E402
+from harness import Stack, fcgi_request, mariadb_client  # noqa: E402
 
 APP = "/usr/bin/tickets-fcgi"
 ENV = "/etc/tickets-fcgi/env"

@@ -9,7 +9,7 @@
 #   3. lintian: no error, no warning
 #   4. dpkg -i; the installed binary's hardening (tests/hardening),
 #      --version, the first-start message, --check-config and a request
-#      against a test database (tests/deb/installed.py, tests/stack.py's
+#      against a test database (tests/deb/installed.py, tests/harness's
 #      MariaDB), systemd-analyze verify on the installed units, the man page
 #      (tests/man) from the installed paths
 #   5. dpkg -r keeps the conffile; dpkg -P leaves no file of the package

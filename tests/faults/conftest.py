@@ -24,7 +24,7 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))   # tests/, for stack.py
+sys.path.insert(0, os.path.dirname(HERE))   # tests/, for harness/
 
 from fixtures import after_test, before_test, end_session, session_stack  # noqa: E402
 
@@ -118,7 +118,7 @@ class Supervisor(object):
 
 @pytest.fixture(scope="session")
 def stack(request):
-    """The running stack (tests/stack.py), two instances, and its supervisor
+    """The running stack (tests/harness), two instances, and its supervisor
     as stack.supervisor."""
     if os.environ.get("TICKETS_TEST_URL"):
         pytest.exit("tests/faults need a stack of their own: unset "

@@ -2,7 +2,7 @@
 answer, the checks that the answers were truthful and the database
 consistent, latency figures, and raw FastCGI records.
 
-Standard library only (plus tests/stack.py through the fixtures)."""
+Standard library only (plus tests/harness through the fixtures)."""
 
 import collections
 import heapq
@@ -502,7 +502,7 @@ def held_socket_instance(inst):
     at every start, and connections that arrive while it restarts wait in
     the backlog instead of being refused or reset."""
     import subprocess
-    from stack import AppInstance
+    from harness import AppInstance
 
     class HeldSocketInstance(AppInstance):
         def __init__(self, old):

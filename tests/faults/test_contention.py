@@ -8,7 +8,7 @@ import time
 
 from faultlib import SLOW, add_users, assert_truthful, path, pct, record, send
 
-LOCK_TIMEOUT = 1.0   # tests/stack.py TEST_APP_ENV
+LOCK_TIMEOUT = 1.0   # tests/harness TEST_APP_ENV
 
 
 def _fire(stack, jobs, threads):

@@ -15,7 +15,7 @@ from faultlib import (SLOW, Storm, add_users, all_workers_serve, app_sessions,
                       held_ticket_locks, path, pct, record, send,
                       wait_no_locks)
 
-THREADS = 8   # per instance: tests/stack.py TEST_APP_ENV
+THREADS = 8   # per instance: tests/harness TEST_APP_ENV
 
 
 def _assert_503_unavailable(a):

@@ -261,8 +261,8 @@ wsrep-provider-options="gcache.size=64M"
             s = self.node_state(n)
             return (s and s[0] and s[1] == SYNCED and s[3] == "Primary"
                     and (size is None or s[2] == size))
-        _stack._wait_for("Galera node %d synced" % n, synced, timeout,
-                         proc or self.procs.get("g%d" % n), self.node_err(n))
+        _stack.wait_for("Galera node %d synced" % n, synced, timeout,
+                        proc or self.procs.get("g%d" % n), self.node_err(n))
 
     def kill_node(self, n):
         """SIGKILL node n's mariadbd (by pid); returns when it is gone."""
@@ -362,8 +362,8 @@ wsrep-provider-options="gcache.size=64M"
         def ok():
             s = self.haproxy_servers()
             return all(s.get(k, "").startswith(v) for k, v in want.items())
-        _stack._wait_for("haproxy sees %s" % want, ok, timeout,
-                         self.procs.get("haproxy"), self.path("haproxy.log"))
+        _stack.wait_for("haproxy sees %s" % want, ok, timeout,
+                        self.procs.get("haproxy"), self.path("haproxy.log"))
         return time.monotonic() - t0
 
     # -- apps: the balancer, or one node each (multi-writer)
@@ -418,7 +418,7 @@ wsrep-provider-options="gcache.size=64M"
         for name in ["haproxy"] + ["g%d" % n for n in range(self.nnodes, 0, -1)]:
             p = self.procs.pop(name, None)
             if p is not None:
-                _stack._stop_process(p, 30 if name != "haproxy" else 10, name)
+                _stack.stop_process(p, 30 if name != "haproxy" else 10, name)
         super().destroy()
 
     def print_logs(self, lines=25, out=None):

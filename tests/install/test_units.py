@@ -50,7 +50,7 @@ TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, TESTS)
 
 from fixtures import own_stack  # noqa: E402
-from stack import ROOT, fcgi_request  # noqa: E402
+from harness import ROOT, fcgi_request  # noqa: E402
 
 DEPLOY = os.path.join(ROOT, "deploy")
 SPAWN_UNIT = os.path.join(DEPLOY, "systemd", "spawn-fcgi", "tickets-fcgi.service")

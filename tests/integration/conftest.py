@@ -1,4 +1,4 @@
-"""Fixtures of the integration tests: one stack per session (tests/stack.py),
+"""Fixtures of the integration tests: one stack per session (tests/harness),
 tables emptied before every test and invariants checked after it.
 
     /usr/bin/python3 -m pytest tests/integration
@@ -16,12 +16,12 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fixtures import after_test, before_test, end_session, session_stack  # noqa: E402
-from stack import Stack  # noqa: E402  (tests/stack.py)
+from harness import Stack  # noqa: E402  (tests/harness)
 
 
 @pytest.fixture(scope="session")
 def stack(request):
-    """The running stack; see tests/stack.py (Stack) for its API."""
+    """The running stack; see tests/harness (Stack) for its API."""
     url = os.environ.get("TICKETS_TEST_URL")
     if url:
         yield Stack.attach(url)

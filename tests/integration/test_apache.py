@@ -17,7 +17,7 @@ import pytest
 
 from helpers import path, rows
 from fixtures import own_stack
-from stack import _free_port, _wait_for, http_request
+from harness import free_port, wait_for, http_request
 from test_concurrency import fire
 
 APACHE = "/usr/sbin/apache2"
@@ -57,7 +57,7 @@ def apache_stack():
         pytest.fail("apache2 is missing: scripts/install-deps.sh installs it")
     stacks = own_stack(instances=1, tcp=True)
     s = next(stacks)
-    port = _free_port()
+    port = free_port()
     conf = SITE
     for k, v in {"DIR": s.dir, "PORT": str(port), "MODULES": MODULES,
                  "APP_PORT": str(s.instances[0].socket[1])}.items():
@@ -74,7 +74,7 @@ def apache_stack():
         return http_request(s.apache_url, "GET", "/api/events",
                             timeout=2).status == 200
     try:
-        _wait_for("apache", up, 20, proc, s.path("apache-error.log"))
+        wait_for("apache", up, 20, proc, s.path("apache-error.log"))
         yield s
     finally:
         proc.send_signal(signal.SIGTERM)

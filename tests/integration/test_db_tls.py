@@ -1,6 +1,6 @@
 """TLS between the app and MySQL (issue 14): TICKETS_DB_TLS_CA, _CERT, _KEY
 and _VERIFY against a private MariaDB that listens on 127.0.0.1 with a
-certificate of a throw-away CA (made by openssl in tests/stack.py) and
+certificate of a throw-away CA (made by openssl in tests/harness) and
 require_secure_transport=ON.
 
 - the right CA: the app connects, claims work through nginx, and the
@@ -19,7 +19,7 @@ import sys
 import pymysql
 import pytest
 
-import stack as stack_mod  # tests/stack.py, on sys.path via conftest
+import harness as stack_mod  # tests/harness/, on sys.path via conftest
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import threading
 import time
 
 from helpers import assert_error, path, rows
-from stack import LOCK_PREFIX, ROOT
+from harness import LOCK_PREFIX, ROOT
 from test_fastcgi import App, app_env, fcgi, run_bin, uri_params
 
 

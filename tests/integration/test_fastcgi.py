@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-import stack as stack_mod  # tests/stack.py, on sys.path via conftest
+import harness as stack_mod  # tests/harness, on sys.path via conftest
 
 CONTRACT_VARS = [
     "TICKETS_DB_SOCKET", "TICKETS_DB_HOST", "TICKETS_DB_PORT", "TICKETS_DB_USER",
@@ -310,7 +310,7 @@ def test_listen_tcp_serves(stack):
         assert app.stop() == 0, app.output()
 
 
-def _free_port(family, host):
+def free_port(family, host):
     s = socket.socket(family)
     s.bind((host, 0))
     port = s.getsockname()[1]
@@ -345,7 +345,7 @@ def test_web_server_addrs_for_ipv4_and_ipv6_peers(stack, host):
     other = "127.0.0.1" if fam == socket.AF_INET6 else "::1"
     listen = ("[%s]:%d" if fam == socket.AF_INET6 else "%s:%d")
     for allowed, served in ((other, False), ("%s, %s" % (other, host), True)):
-        port = _free_port(fam, host)
+        port = free_port(fam, host)
         with App(stack, listen=listen % (host, port),
                  FCGI_WEB_SERVER_ADDRS=allowed) as app:
             assert _answered((host, port)) is served, (allowed, app.output())
@@ -354,7 +354,7 @@ def test_web_server_addrs_for_ipv4_and_ipv6_peers(stack, host):
 
 def test_web_server_addrs_must_be_addresses(stack):
     needs_harness(stack)
-    r = run_bin(stack, [], app_env(stack, TICKETS_LISTEN="127.0.0.1:%d" % _free_port(
+    r = run_bin(stack, [], app_env(stack, TICKETS_LISTEN="127.0.0.1:%d" % free_port(
         socket.AF_INET, "127.0.0.1"), FCGI_WEB_SERVER_ADDRS="127.0.0.1,nginx.local"),
         timeout=15)
     assert r.returncode != 0

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-import stack as stack_mod  # tests/stack.py, on sys.path via conftest
+import harness as stack_mod  # tests/harness/, on sys.path via conftest
 
 UNSAFE = "TICKETS_TEST_UNSAFE_NO_LOCK"
 

@@ -3,7 +3,7 @@ only, HSTS on every answer; the shipped site (nginx/tickets.conf) redirects
 plain HTTP to it.
 
 The private test nginx serves the shipped snippets over TLS too
-(nginx/nginx.conf.in, a throw-away certificate made by tests/stack.py), and
+(nginx/nginx.conf.in, a throw-away certificate made by tests/harness), and
 the shipped site itself is run here on loopback ports in front of the
 stack's app, with only its ports and paths rewritten.
 """
@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-import stack as stack_mod  # tests/stack.py, on sys.path via conftest
+import harness as stack_mod  # tests/harness/, on sys.path via conftest
 
 ROOT = stack_mod.ROOT
 HSTS = "max-age=63072000"
@@ -124,7 +124,7 @@ def test_https_is_http2_and_tls_12_or_13_only(stack):
 # ---------------------------------------------------------------------------
 # the shipped site, nginx/tickets.conf, run as it is but for ports and paths
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -183,9 +183,9 @@ def test_shipped_site_redirects_http_and_claims_over_https(stack, tmp_path):
     if not stack.instances:
         pytest.skip("needs a harness-started stack")
     d = str(tmp_path)
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     while len(set(ports)) < 3:
-        ports = [_free_port() for _ in range(3)]
+        ports = [free_port() for _ in range(3)]
     http_port, https_port, internal_port = ports
     _render_site(stack, d, http_port, https_port, internal_port)
     cmd = ["nginx", "-p", d + "/", "-c", os.path.join(d, "nginx.conf"),

@@ -22,7 +22,7 @@ import pytest
 
 from helpers import path, rows
 from fixtures import own_stack
-from stack import (LOCK_PREFIX, FcgiConnection, _fcgi_params, _fcgi_payload,
+from harness import (LOCK_PREFIX, FcgiConnection, nginx_params, payload_bytes,
                    http_request)
 from test_concurrency import fire
 
@@ -225,7 +225,7 @@ def test_the_front_closing_is_honoured_and_keep_is_too(ka_stack):
         fcgi_address(ka_stack), str) else socket.AF_INET)
     plain.settimeout(5)
     plain.connect(fcgi_address(ka_stack))
-    plain.sendall(_fcgi_payload(_fcgi_params("GET", "/ping")))
+    plain.sendall(payload_bytes(nginx_params("GET", "/ping")))
     got = b""
     while True:
         d = plain.recv(65536)   # a timeout here: the app kept it open
@@ -306,14 +306,14 @@ def test_rolling_restart_under_keepalive(ka_stack, request):
     kept = rolling_restart_failures(ka_stack)
     ka_stack.keepalive = 0
     try:
-        ka_stack._render_nginx()
-        ka_stack._reload_nginx()
+        ka_stack.render_nginx()
+        ka_stack.reload_nginx()
         ka_stack.reset_tables()
         plain = rolling_restart_failures(ka_stack)
     finally:
         ka_stack.keepalive = 16
-        ka_stack._render_nginx()
-        ka_stack._reload_nginx()
+        ka_stack.render_nginx()
+        ka_stack.reload_nginx()
     print("rolling restart: keep-alive %r, without %r" % (kept, plain))
     assert kept["get"] == 0 and plain["get"] == 0, (kept, plain)
     assert kept["wrong"] == 0 and plain["wrong"] == 0, (kept, plain)

@@ -83,13 +83,13 @@ def test_excess_beyond_the_queue_is_503_busy_with_retry_after(stack):
     try:
         with open(snippet, "w") as f:
             f.write(shipped.replace("burst=1000 delay=200", "burst=5 delay=5"))
-        stack._reload_nginx()
+        stack.reload_nginx()
         results = fire(stack, [("POST", path(7), tok42)] * 60 +
                        [("POST", path(7), tok43)], threads=61)
     finally:
         with open(snippet, "w") as f:
             f.write(shipped)
-        stack._reload_nginx()
+        stack.reload_nginx()
     mine, other = results[:60], results[60]
     refused = [r for r in mine if r.status == 503]
     assert refused, codes(mine)

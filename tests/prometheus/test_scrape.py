@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from fixtures import own_stack  # noqa: E402
-from stack import _free_port  # noqa: E402
+from harness import free_port  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml.example")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "tickets-fcgi.rules.yml")
@@ -76,7 +76,7 @@ def test_prometheus_scrapes_each_instance_alone(stack):
         for inst, tag in zip(stack.instances, tags):
             for _ in range(sent[tag]):
                 assert inst.request("GET", "/api/events").status == 200
-        port = _free_port()
+        port = free_port()
         base = "http://127.0.0.1:%d" % port
         with open(os.path.join(tmp, "prometheus.log"), "wb") as log:
             p = subprocess.Popen(
