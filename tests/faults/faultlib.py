@@ -10,10 +10,11 @@ import http.client
 import json
 import os
 import socket
-import struct
 import threading
 import time
 import urllib.parse
+
+from harness import LOCK_PREFIX
 
 
 def _slow_factor():
@@ -33,9 +34,6 @@ SLOW = _slow_factor()
 
 # {row: {name: value}}, printed at the end of the run (conftest.py).
 FIGURES = collections.defaultdict(dict)
-
-LOCK_PREFIX = "tickets:user:"
-
 
 def record(row, **values):
     for k, v in values.items():
@@ -312,14 +310,6 @@ def wait_no_locks(stack, timeout=5.0):
         time.sleep(0.05)
 
 
-def add_users(stack, ids, premium=True):
-    ids = list(ids)
-    for k in range(0, len(ids), 1000):
-        stack.sql("INSERT INTO users (id, premium_until) VALUES " + ", ".join(
-            "(%d, UTC_TIMESTAMP() + INTERVAL %d DAY)" % (int(i), 30 if premium else -1)
-            for i in ids[k:k + 1000]))
-
-
 def app_sessions(stack, state=None):
     """Server sessions of the app's MySQL user (optionally in a state)."""
     q = ("SELECT ID, COMMAND, STATE, TIME, INFO FROM information_schema.PROCESSLIST"
@@ -379,55 +369,7 @@ def all_workers_serve(stack, inst, threads, users, event, timeout=10.0):
 
 
 # ---------------------------------------------------------------------------
-# raw FastCGI
-
-FCGI_BEGIN_REQUEST, FCGI_ABORT_REQUEST, FCGI_END_REQUEST = 1, 2, 3
-FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT, FCGI_STDERR = 4, 5, 6, 7
-FCGI_GET_VALUES = 9
-
-
-def record_bytes(rtype, content, rid=1, version=1, pad=None):
-    if pad is None:
-        pad = -len(content) % 8
-    return struct.pack("!BBHHBx", version, rtype, rid, len(content), pad) + \
-        content + b"\0" * pad
-
-
-def length_bytes(n):
-    return struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
-
-
-def pair_bytes(name, value):
-    if isinstance(name, str):
-        name = name.encode()
-    if isinstance(value, str):
-        value = value.encode()
-    return length_bytes(len(name)) + length_bytes(len(value)) + name + value
-
-
-def begin_bytes(rid=1, role=1, flags=0):
-    return record_bytes(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", role, flags), rid)
-
-
-def request_bytes(method, uri, headers=None, body=b"", extra=None):
-    """A whole request as nginx would send it (in records of <= 64 KiB)."""
-    params = {"REQUEST_METHOD": method, "DOCUMENT_URI": uri, "REQUEST_URI": uri,
-              "SCRIPT_NAME": uri, "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1",
-              "GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_ADDR": "127.0.0.1",
-              "CONTENT_LENGTH": str(len(body)) if body else ""}
-    for k, v in (headers or {}).items():
-        params["HTTP_" + k.upper().replace("-", "_")] = v
-    params.update(extra or {})
-    stream = b"".join(pair_bytes(k, v) for k, v in params.items())
-    out = begin_bytes()
-    for i in range(0, len(stream), 65528):
-        out += record_bytes(FCGI_PARAMS, stream[i:i + 65528])
-    out += record_bytes(FCGI_PARAMS, b"")
-    for i in range(0, len(body), 65528):
-        out += record_bytes(FCGI_STDIN, body[i:i + 65528])
-    out += record_bytes(FCGI_STDIN, b"")
-    return out
-
+# raw FastCGI (the records themselves: harness/fastcgi.py)
 
 def raw_exchange(sock_path, data, timeout=5.0, close_write=False,
                  chunks=None, pause=0.0):
@@ -463,32 +405,6 @@ def raw_exchange(sock_path, data, timeout=5.0, close_write=False,
             got += d
     finally:
         s.close()
-
-
-def parse_records(data):
-    """[(type, request id, content)] of a byte stream of records."""
-    out = []
-    while len(data) >= 8:
-        _, rtype, rid, clen, plen = struct.unpack("!BBHHBx", data[:8])
-        if len(data) < 8 + clen + plen:
-            break
-        out.append((rtype, rid, data[8:8 + clen]))
-        data = data[8 + clen + plen:]
-    return out
-
-
-def stdout_status(data):
-    """The Status: of the CGI response in a record stream, or None."""
-    out = b"".join(c for t, _, c in parse_records(data) if t == FCGI_STDOUT)
-    for line in out.split(b"\n"):
-        if line.lower().startswith(b"status:"):
-            try:
-                return int(line.split()[1])
-            except (IndexError, ValueError):
-                return None
-        if not line.strip():
-            break
-    return None if not out else 200
 
 
 # ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ same test, and bounded."""
 import threading
 import time
 
-from faultlib import SLOW, add_users, assert_truthful, path, pct, record, send
+from faultlib import SLOW, assert_truthful, path, pct, record, send
 
 LOCK_TIMEOUT = 1.0   # tests/harness TEST_APP_ENV
 
@@ -63,7 +63,7 @@ def test_row4_stuck_lock_holder(stack):
     same time are all created, with a p99 latency close to a baseline
     measured just before without the stuck holder."""
     others = list(range(80000, 80400))
-    add_users(stack, [42] + others)
+    stack.make_users([42] + others)
     stack.make_event(7)
     stack.make_event(8)
     base = _fire(stack, _jobs(stack, others[:200], 8), 20)
@@ -104,7 +104,7 @@ def test_row7_more_clients_than_threads(stack):
     """300 clients at once, one claim each, over 2 x 8 worker threads:
     every one is answered 201, none dropped, in bounded time."""
     users = list(range(90000, 90300))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     answers = _fire(stack, _jobs(stack, users, 7), 300)
     assert_truthful(answers, allow=(201,))
@@ -126,7 +126,7 @@ def test_row7_hot_user_does_not_starve_others(stack):
     a p99 latency bounded against a baseline; the app's pool is not filled
     by one user (its claims are coalesced: one worker per instance)."""
     others = list(range(91000, 91400))
-    add_users(stack, [42] + others)
+    stack.make_users([42] + others)
     stack.make_event(7)
     stack.make_event(8)
     base = _fire(stack, _jobs(stack, others[:200], 8), 20)

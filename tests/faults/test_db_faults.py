@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from faultlib import (SLOW, Storm, add_users, all_workers_serve, app_sessions,
+from harness import LOCK_PREFIX
+from faultlib import (SLOW, Storm, all_workers_serve, app_sessions,
                       assert_truthful, check_claims_against_db,
                       held_ticket_locks, path, pct, record, send,
                       wait_no_locks)
@@ -35,7 +36,7 @@ def test_row1_db_restart_under_load(stack):
     At the end: one ticket per pair at most, every 201 committed, the quota
     kept, free_issued equal to the rows, no lock held."""
     users = list(range(10000, 11500))
-    add_users(stack, users + list(range(20000, 20000 + 2 * THREADS)))
+    stack.make_users(users + list(range(20000, 20000 + 2 * THREADS)))
     stack.make_event(7)
     stack.make_event(8, quota=1000)
     pairs = [(u, 7) for u in users] + [(u, 8) for u in users]
@@ -143,7 +144,7 @@ def _block_and_kill(stack, user, event, block, kill):
                 "information_schema.METADATA_LOCK_INFO m ON m.THREAD_ID = p.ID "
                 "WHERE p.USER = 'tickets' AND m.LOCK_TYPE = 'User lock' AND "
                 "m.TABLE_SCHEMA = %s AND p.INFO LIKE %s",
-                ["tickets:user:%d" % user, want])
+                [LOCK_PREFIX + str(user), want])
             cid = rows[0][0] if rows else None
             time.sleep(0.01)
         assert cid is not None, "the claim never blocked at %s" % block
@@ -189,7 +190,7 @@ def test_row2_lock_holders_killed_at_random(stack):
     GET_LOCK and RELEASE_LOCK (the seat, the insert, COMMIT). Every answer
     is true, every pair ends with one ticket, nothing half-written."""
     users = list(range(30000, 30300))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     stack.make_event(8, quota=250)
     pairs = [(u, e) for u in users for e in (7, 8)]
@@ -300,7 +301,7 @@ def test_row5_hung_database_answers_503_within_the_db_timeout(stack, how):
     while len(app_sessions(stack)) > 2 * THREADS and time.monotonic() < end:
         time.sleep(0.05)   # the stopped instances' sessions are going
     users = list(range(40000, 40040))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     t0 = time.monotonic()
     answers, peak, health, held = _hang(stack, how, users, 7)

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from faultlib import (FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_GET_VALUES,
-                      FCGI_PARAMS, FCGI_STDIN, SLOW, Storm, add_users,
-                      all_workers_serve, assert_truthful, begin_bytes,
-                      check_claims_against_db, length_bytes, pair_bytes,
-                      raw_exchange, record, record_bytes,
-                      request_bytes, stdout_status, wait_no_locks)
+from faultlib import (SLOW, Storm, all_workers_serve,
+                      assert_truthful, check_claims_against_db, raw_exchange,
+                      record, wait_no_locks)
+from harness import (FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_GET_VALUES,
+                     FCGI_PARAMS, FCGI_STDIN, begin_bytes, length_bytes,
+                     pair_bytes, record_bytes, request_bytes, stdout_status)
 
 THREADS = 8
 
@@ -32,7 +32,7 @@ def target(stack):
     process, the same number of threads, every worker serving, no lock,
     no ticket."""
     inst = stack.instances[0]
-    add_users(stack, [42] + list(range(20000, 20000 + THREADS)))
+    stack.make_users([42] + list(range(20000, 20000 + THREADS)))
     stack.make_event(7)
     pid = inst.pid
     n = threads_of(pid)
@@ -227,7 +227,7 @@ def test_row8_params_past_2gib_are_refused(stack, target, rest):
     storm is served, no claim is lost."""
     inst = target
     users = list(range(95000, 95400))
-    add_users(stack, users)
+    stack.make_users(users)
     pairs = [(u, 7) for u in users]
     st = Storm(stack, pairs, threads=32, duration=30 * SLOW, backoff=0.05).start()
     while len(st.answers) < 100 and time.monotonic() < st.t_start + 10 * SLOW:

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from faultlib import (SLOW, Storm, add_users, assert_truthful,
+from harness import LOCK_PREFIX
+from faultlib import (SLOW, Storm, assert_truthful,
                       check_claims_against_db, held_socket_instance, path,
                       pct, record, send, wait_no_locks)
 
@@ -30,7 +31,7 @@ def test_row3_instance_sigkilled_mid_storm(stack):
     sup = stack.supervisor
     sup.expect_restarts(1)
     users = list(range(50000, 51200))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     stack.make_event(8, quota=900)
     pairs = [(u, e) for u in users for e in (7, 8)]
@@ -95,14 +96,14 @@ def test_row6_sigterm_lets_in_flight_claims_answer(stack, release_after):
     lock timeout), then the process exits 0, within lock timeout + 1 s."""
     inst = stack.instances[0]
     users = list(range(60000, 60008))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     holder = stack.db()
     out = []
     try:
         cur = holder.cursor()
         for u in users:
-            cur.execute("SELECT GET_LOCK(%s, 0)", ["tickets:user:%d" % u])
+            cur.execute("SELECT GET_LOCK(%s, 0)", [LOCK_PREFIX + str(u)])
         ts = [threading.Thread(target=_claim_direct, args=(inst, stack, u, 7, out),
                                daemon=True) for u in users]
         for t in ts:
@@ -181,7 +182,7 @@ def test_row6_rolling_restart(stack, model):
     (unless it resends them: `non_idempotent`). Those are counted; every answer must still
     be true."""
     users = list(range(70000, 78000))
-    add_users(stack, users)
+    stack.make_users(users)
     stack.make_event(7)
     held = []
     if model == "socket_held":

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from faultlib import SLOW, record, request_bytes, raw_exchange, stdout_status
+from faultlib import SLOW, record, raw_exchange
+from harness import request_bytes, stdout_status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

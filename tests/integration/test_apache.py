@@ -105,7 +105,7 @@ def test_storm_of_one_users_claims_through_apache(apache_stack):
         results = fire(Via(st), [("POST", path(event), tok)] * 200,
                        threads=200)
         made_up = [(r.status, r.error) for r in results
-                   if r.status is None or r.body is None]
+                   if r.status is None or r.json is None]
         assert made_up == [], "round %d: answers Apache made up" % rnd
         statuses = sorted(r.status for r in results)
         assert statuses.count(201) == 1 and set(statuses) == {200, 201}, \

@@ -8,7 +8,6 @@ Tests that change the apps or the schema put them back in `finally`.
 
 import collections
 import http.client
-import json
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ import urllib.parse
 
 import pytest
 
+from harness import Resp, http_request
 from helpers import path, issued, rows
 
 UNSAFE = {"TICKETS_TEST_UNSAFE_NO_LOCK": "1"}
@@ -23,30 +23,20 @@ REQUEST_TIMEOUT = 30
 JOIN_TIMEOUT = 90
 
 
-Result = collections.namedtuple("Result", "status headers body elapsed error")
-
-
-def _send(conn, method, p, token, body):
+def _send(conn, base, method, p, token, body):
+    """One request of fire() on conn, made beforehand; a Resp, also when
+    no answer came (status None, .error)."""
     headers = {"Connection": "close"}
-    if token:
-        headers["Authorization"] = "Bearer " + token
     if body is not None:
         headers["Content-Type"] = "application/json"
     t0 = time.monotonic()
     try:
-        conn.request(method, p, body=body, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        hdrs = {k.lower(): v for k, v in resp.getheaders()}
-        try:
-            parsed = json.loads(raw)
-        except ValueError:
-            parsed = None
-        return Result(resp.status, hdrs, parsed, time.monotonic() - t0, None)
+        return http_request(base, method, p, token, body, headers,
+                            REQUEST_TIMEOUT, conn=conn)
     except Exception as e:  # noqa: BLE001 - reported by the caller
-        return Result(None, {}, None, time.monotonic() - t0, repr(e))
-    finally:
-        conn.close()
+        r = Resp(None, error=repr(e))
+        r.elapsed = time.monotonic() - t0
+        return r
 
 
 def fire(stack, reqs, threads=64):
@@ -73,7 +63,8 @@ def fire(stack, reqs, threads=64):
             if n:
                 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=REQUEST_TIMEOUT)
             r = reqs[i]
-            results[i] = _send(conn, r[0], r[1], r[2], r[3] if len(r) > 3 else None)
+            results[i] = _send(conn, stack.url, r[0], r[1], r[2],
+                                r[3] if len(r) > 3 else None)
 
     ts = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(threads)]
     for t in ts:
@@ -93,7 +84,7 @@ def statuses(results):
 
 
 def codes(results):
-    return collections.Counter((r.status, (r.body or {}).get("error")) for r in results)
+    return collections.Counter((r.status, (r.json or {}).get("error")) for r in results)
 
 
 def add_premium_users(stack, ids):
@@ -109,13 +100,13 @@ def assert_one_ticket(results, user, event):
     c = statuses(results)
     assert c[201] == 1 and c[200] == len(results) - 1, codes(results)
     (created,) = [r for r in results if r.status == 201]
-    ticket = created.body["ticket"]
-    assert created.body["created"] is True
+    ticket = created.json["ticket"]
+    assert created.json["created"] is True
     assert (ticket["user_id"], ticket["event_id"]) == (user, event), ticket
     for r in results:
         if r.status == 200:
-            assert r.body["created"] is False, r.body
-            assert r.body["ticket"] == ticket, (r.body["ticket"], ticket)
+            assert r.json["created"] is False, r.json
+            assert r.json["ticket"] == ticket, (r.json["ticket"], ticket)
     return ticket
 
 
@@ -286,7 +277,7 @@ def test_d_quota_under_concurrency(stack):
     results = fire(stack, [("POST", path(7), stack.token(u)) for u in users], threads=64)
     c = codes(results)
     assert c[(201, None)] == 50 and c[(409, "sold_out")] == 250, c
-    winners = sorted(r.body["ticket"]["user_id"] for r in results if r.status == 201)
+    winners = sorted(r.json["ticket"]["user_id"] for r in results if r.status == 201)
     assert len(set(winners)) == 50
     assert rows(stack, event=7) == 50
     assert issued(stack, 7) == 50
@@ -313,17 +304,17 @@ def test_d_quota_with_repeats(stack):
         if c[201]:
             winners += 1
             assert c[201] == 1, codes(rs)
-            ticket = [r for r in rs if r.status == 201][0].body["ticket"]
+            ticket = [r for r in rs if r.status == 201][0].json["ticket"]
             # a double-click may arrive before the ticket (sold_out is then
             # no longer possible after it), or after it (200, same ticket)
             for r in rs:
                 if r.status == 200:
-                    assert r.body["ticket"] == ticket
+                    assert r.json["ticket"] == ticket
                 else:
                     assert r.status in (201, 409), codes(rs)
         else:
             assert set(c) == {409}, codes(rs)
-            assert all(r.body["error"] == "sold_out" for r in rs)
+            assert all(r.json["error"] == "sold_out" for r in rs)
     assert winners == 20
     assert rows(stack, event=7) == 20 and issued(stack, 7) == 20
 

@@ -7,7 +7,6 @@ The app binary is run directly here (stack.app_bin) next to the stack's
 MariaDB; every process started is stopped by its pid in `finally`.
 """
 
-import json
 import os
 import re
 import secrets
@@ -20,7 +19,7 @@ import time
 
 import pytest
 
-import harness as stack_mod  # tests/harness, on sys.path via conftest
+import harness as stack_mod  # tests/harness/, on sys.path via conftest
 
 CONTRACT_VARS = [
     "TICKETS_DB_SOCKET", "TICKETS_DB_HOST", "TICKETS_DB_PORT", "TICKETS_DB_USER",
@@ -32,19 +31,9 @@ CONTRACT_VARS = [
 # ---------------------------------------------------------------------------
 # A small FastCGI client (params exactly as given, unix or TCP)
 
-class FResp(object):
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
-        self.text = body.decode("utf-8", "replace")
-        try:
-            self.json = json.loads(self.text)
-        except ValueError:
-            self.json = None
-
-
 def fcgi(address, method, params, body=b"", timeout=10):
     """One FastCGI request; `address` is a unix socket path or (host, port);
-    `params` are sent as given, plus REQUEST_METHOD."""
+    `params` are sent as given, plus REQUEST_METHOD.  A Resp."""
     p = {"REQUEST_METHOD": method, "SERVER_PROTOCOL": "HTTP/1.1",
          "GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_ADDR": "127.0.0.1",
          "REQUEST_ID": secrets.token_hex(8)}
@@ -53,16 +42,7 @@ def fcgi(address, method, params, body=b"", timeout=10):
         p["CONTENT_TYPE"] = "application/json"
     p.update(params)
     out = stack_mod.fcgi_exchange(address, p, body, timeout)
-    m = re.search(b"\r?\n\r?\n", out)
-    assert m, "no end of headers in %r" % out[:300]
-    head, body = out[:m.start()], out[m.end():]
-    status, headers = 200, {}
-    for line in head.decode("latin-1").splitlines():
-        k, _, v = line.partition(":")
-        headers[k.strip().lower()] = v.strip()
-        if k.strip().lower() == "status":
-            status = int(v.split()[0])
-    return FResp(status, headers, body)
+    return stack_mod.cgi_response(out, "FastCGI %s on %s" % (method, address))
 
 
 def uri_params(document_uri=None, request_uri=None, token=None):

@@ -56,7 +56,7 @@ def front_errors(results):
     """Answers the front made up (502/504, or no answer at all) rather than
     the app's own: every app answer is JSON."""
     return [(r.status, r.error) for r in results
-            if r.status is None or r.body is None]
+            if r.status is None or r.json is None]
 
 
 def test_storms_of_one_users_claims_reach_the_app(ka_stack):
@@ -73,7 +73,7 @@ def test_storms_of_one_users_claims_reach_the_app(ka_stack):
         statuses = sorted(r.status for r in results)
         assert statuses.count(201) == 1, statuses
         assert set(statuses) == {200, 201}, statuses
-        codes = {r.body["ticket"]["code"] for r in results}
+        codes = {r.json["ticket"]["code"] for r in results}
         assert len(codes) == 1, codes
         assert rows(ka_stack, user, event) == 1
 

@@ -94,10 +94,10 @@ def test_excess_beyond_the_queue_is_503_busy_with_retry_after(stack):
     refused = [r for r in mine if r.status == 503]
     assert refused, codes(mine)
     for r in refused:
-        assert r.body == {"error": "busy", "message": r.body["message"]}, r.body
+        assert r.json == {"error": "busy", "message": r.json["message"]}, r.json
         assert r.headers.get("retry-after") == "1", r.headers
         assert r.headers.get("content-type", "").startswith("application/json")
     answered = [r for r in mine if r.status != 503]
     assert_one_ticket(answered, 42, 7)
-    assert other.status == 201, (other.status, other.body)
+    assert other.status == 201, (other.status, other.json)
     assert rows(stack, 42, 7) == 1
