@@ -6,15 +6,12 @@ Standard library only (plus tests/harness through the fixtures)."""
 
 import collections
 import heapq
-import http.client
-import json
 import os
 import socket
 import threading
 import time
-import urllib.parse
 
-from harness import LOCK_PREFIX
+from harness import LOCK_PREFIX, claim_path as path, send  # noqa: F401
 
 
 def _slow_factor():
@@ -40,10 +37,6 @@ def record(row, **values):
         FIGURES[row][k] = round(v, 3) if isinstance(v, float) else v
 
 
-def path(event_id):
-    return "/api/events/%s/participation" % event_id
-
-
 def pct(values, p):
     """The p-th percentile (nearest rank) of values; 0 when empty."""
     if not values:
@@ -51,68 +44,6 @@ def pct(values, p):
     v = sorted(values)
     k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
     return v[k]
-
-
-# ---------------------------------------------------------------------------
-# one HTTP answer, kept
-
-class Answer(object):
-    """What a client saw: status, error code, Retry-After, ticket, times."""
-
-    __slots__ = ("user", "event", "method", "status", "error", "retry_after",
-                 "ticket", "created", "t0", "t1", "transport", "ctype",
-                 "json_ok")
-
-    def __init__(self, user, event, method, t0):
-        self.user, self.event, self.method, self.t0 = user, event, method, t0
-        self.status = self.error = self.retry_after = self.ticket = None
-        self.created = self.transport = self.ctype = None
-        self.json_ok = False
-        self.t1 = None
-
-    @property
-    def elapsed(self):
-        return self.t1 - self.t0
-
-    def __repr__(self):
-        return "<%s u%s e%s -> %s %s %.3fs%s>" % (
-            self.method, self.user, self.event, self.status, self.error or "",
-            self.elapsed, " " + self.transport if self.transport else "")
-
-
-def send(base_url, method, p, token=None, user=None, event=None, timeout=30,
-         body=None, headers=None):
-    """One request on a fresh connection; never raises: transport errors
-    are kept in Answer.transport."""
-    u = urllib.parse.urlsplit(base_url)
-    hdrs = {"Connection": "close"}
-    if token:
-        hdrs["Authorization"] = "Bearer " + token
-    hdrs.update(headers or {})
-    a = Answer(user, event, method, time.monotonic())
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
-    try:
-        conn.request(method, p, body=body, headers=hdrs)
-        r = conn.getresponse()
-        raw = r.read()
-        a.status = r.status
-        a.retry_after = r.getheader("Retry-After")
-        a.ctype = r.getheader("Content-Type") or ""
-        try:
-            doc = json.loads(raw) if raw else None
-            a.json_ok = isinstance(doc, dict)
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict):
-            a.error = doc.get("error")
-            a.ticket = doc.get("ticket")
-            a.created = doc.get("created")
-    except Exception as e:  # noqa: BLE001 - kept for the checks
-        a.transport = repr(e)
-    finally:
-        conn.close()
-        a.t1 = time.monotonic()
-    return a
 
 
 # ---------------------------------------------------------------------------
@@ -141,7 +72,7 @@ class Storm(object):
         self.timeout = timeout
         self.answers = []
         self.done = set()
-        self.final = {}             # pair -> its final Answer
+        self.final = {}             # pair -> its final Claim
         self._pending = collections.deque(
             pr for _ in range(repeat) for pr in self.pairs)
         self._delayed = []          # heap of (ready time, seq, pair)
@@ -246,11 +177,8 @@ def assert_truthful(answers, allow=(200, 201, 503), busy_ok=True):
             codes = ("unavailable", "busy") if busy_ok else ("unavailable",)
             if a.error not in codes or not (a.retry_after or "").strip().isdigit():
                 bad.append(a)
-        elif a.status in (200, 201) and a.method == "POST":
-            t = a.ticket or {}
-            if (t.get("user_id"), t.get("event_id")) != (a.user, a.event) or \
-                    a.created is not (a.status == 201):
-                bad.append(a)
+        elif a.wrong_ticket():
+            bad.append(a)
     assert not bad, "untruthful answers (%d), e.g. %s" % (len(bad), bad[:5])
 
 

@@ -12,6 +12,7 @@
     http       the HTTP client (http_request, Resp)
     fastcgi    the FastCGI encoder and client, straight to an instance
     jwt        tokens and the secret
+    claims     one claim as a client sees it (claim, Claim), for storms
     stack      Stack: the whole stack on one machine (tests, `make run`)
 
 tests/cluster builds its hosts from the same parts.  Everything public is
@@ -44,4 +45,5 @@ from .data import DEMO_USERS, Database  # noqa: F401
 from .apps import TEST_APP_ENV, AppInstance, app_env  # noqa: F401
 from .nginx import (PHP_ROOT, UPSTREAM_KEEPALIVE, WEB_ROOT,  # noqa: F401
                     nginx_cmd, nginx_test, render, upstream_servers)
+from .claims import Claim, claim, claim_path, send  # noqa: F401
 from .stack import Stack  # noqa: F401
