@@ -23,17 +23,21 @@ Leftovers of a run that was SIGKILLed are removed at the next start
         c.run_in("fe", http_request, c.url, "GET", "/api/events")
         c.link_down(2); ...; c.link_up(2)
 
-Standard library and pymysql only; JWTs and HTTP from tests/harness.
+The hosts are made of the parts of tests/harness/ that make the single-host
+stack: the database host runs mariadbd_cmd() with create_database(), each
+app host an AppInstance with app_env(), the front host nginx/nginx.conf.in
+rendered by render() with the shipped snippets.  What is here is the
+network: the namespaces, their cables, and running things inside them.
+
+Standard library and pymysql only.
 """
 
+import concurrent.futures
 import contextlib
 import ctypes
-import grp
 import json
 import os
-import pwd
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -45,11 +49,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-import harness as _stack  # noqa: E402  (tests/harness/)
-from harness import StackError, make_token, http_request  # noqa: E402,F401
-
-ROOT = _stack.ROOT
-pymysql = _stack.pymysql
+from harness import (DB_NAME, DEFAULT_BIN, AppInstance,  # noqa: E402
+                     Database, StackError, app_env, claim, create_database,
+                     http_request, install_datadir, make_server_tls,
+                     make_token, mariadbd_cmd, new_secret, nginx_cmd,
+                     nginx_test, pid_alive, pymysql, render, root_connect,
+                     stop_process, tail_file, upstream_servers, wait_for)
 
 NET = os.environ.get("TICKETS_CLUSTER_NET", "10.231.0")
 NS_PREFIX = "tkc"                  # every namespace and veth we make starts so
@@ -57,12 +62,14 @@ APP_PORT = 9000
 DB_PORT = 3306
 HTTP_PORT = 8080                   # inside the front namespace only
 INTERNAL_PORT = 8081
+TLS_PORT = 8443
+CLIENT_TIMEOUT = 45               # above nginx's fastcgi_read_timeout (30 s)
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _ip(*args, check=True):
+def iproute(*args, check=True):
     r = subprocess.run(["ip"] + list(args), stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if check and r.returncode != 0:
@@ -111,16 +118,16 @@ def netns_usable():
         return "iproute2 (`ip`) is not installed"
     probe = "%s%d-probe" % (NS_PREFIX, os.getpid())
     try:
-        _ip("netns", "add", probe)
+        iproute("netns", "add", probe)
     except StackError as e:
         return "`ip netns add` fails here: %s" % e
     try:
-        _ip("link", "add", "eth0", "netns", probe, "type", "veth", "peer",
-            "name", "eth1", "netns", probe)
+        iproute("link", "add", "eth0", "netns", probe, "type", "veth", "peer",
+                "name", "eth1", "netns", probe)
     except StackError as e:
         return "cannot create veth pairs here: %s" % e
     finally:
-        _ip("netns", "del", probe, check=False)
+        iproute("netns", "del", probe, check=False)
     return None
 
 
@@ -129,13 +136,13 @@ def remove_stale():
     before it could clean up): kill what still runs inside, delete them.
     Returns their names. Only names of the form tkc<pid>-... are touched."""
     removed = []
-    for line in _ip("netns", "list", check=False).splitlines():
+    for line in iproute("netns", "list", check=False).splitlines():
         name = line.split()[0] if line.split() else ""
         m = re.match(r"^%s(\d+)-[a-z0-9]+$" % NS_PREFIX, name)
-        if not m or _stack.pid_alive(int(m.group(1))):
+        if not m or pid_alive(int(m.group(1))):
             continue
         _kill_netns_pids(name)
-        _ip("netns", "del", name, check=False)
+        iproute("netns", "del", name, check=False)
         removed.append(name)
     return removed
 
@@ -144,7 +151,7 @@ def _kill_netns_pids(name):
     """SIGKILL whatever still runs inside namespace name (one of ours: only
     this harness starts processes there)."""
     for _ in range(20):
-        pids = [int(p) for p in _ip("netns", "pids", name, check=False).split()
+        pids = [int(p) for p in iproute("netns", "pids", name, check=False).split()
                 if p.isdigit()]
         if not pids:
             return
@@ -157,26 +164,15 @@ def _kill_netns_pids(name):
 
 
 # ---------------------------------------------------------------------------
-# FastCGI over TCP (readiness of one app host, from inside the front ns)
 
-def fcgi_tcp_request(addr, port, method, path, timeout=5):
-    """One FastCGI request to host:port; returns (status, body)."""
-    params = {"REQUEST_METHOD": method, "REQUEST_URI": path,
-              "DOCUMENT_URI": path, "SCRIPT_NAME": path, "QUERY_STRING": "",
-              "SERVER_PROTOCOL": "HTTP/1.1", "GATEWAY_INTERFACE": "CGI/1.1",
-              "REMOTE_ADDR": "127.0.0.1", "SERVER_NAME": "cluster",
-              "REQUEST_ID": secrets.token_hex(16), "HTTP_HOST": "cluster"}
-    out = _stack.fcgi_exchange((addr, port), params, b"", timeout)
-    m = re.search(rb"^Status:\s*(\d+)", out, re.M | re.I)
-    return (int(m.group(1)) if m else 200), out
-
-
-# ---------------------------------------------------------------------------
-
-class Cluster(object):
+class Cluster(Database):
     """See the module docstring. Attributes after start(): url (nginx, inside
     the front namespace), secret, dir, ns (role -> namespace name),
-    app_addrs (list of "ip:port"), db_socket (root's unix socket)."""
+    app_addrs (list of "ip:port"), db_socket (root's unix socket),
+    instances (an AppInstance per app host, instances[i - 1] is host i).
+    The test data and checks of harness.Database."""
+
+    SETTLE = 5.0
 
     def __init__(self, apps=3, app_bin=None, app_env=None, keep=False,
                  quiet=False):
@@ -184,7 +180,7 @@ class Cluster(object):
             raise ValueError("1 to 9 app hosts")
         self.napps = apps
         self.app_bin = os.path.abspath(app_bin or os.environ.get("TICKETS_BIN")
-                                       or _stack.DEFAULT_BIN)
+                                       or DEFAULT_BIN)
         self.app_env = dict(app_env or {})
         self.keep = keep or os.environ.get("TICKETS_KEEP") == "1"
         self.quiet = quiet
@@ -202,7 +198,8 @@ class Cluster(object):
         self.internal_url = "http://127.0.0.1:%d" % INTERNAL_PORT
         self.dir = None
         self.secret = None
-        self.procs = {}          # name -> Popen (mariadbd, nginx, app1..)
+        self.procs = {}          # name -> Popen (mariadbd, nginx)
+        self.instances = []
         self.made_ns = []        # namespaces this object created
         self.timings = {}
         self.failed = False
@@ -227,14 +224,25 @@ class Cluster(object):
     def run_in(self, role, fn, *args, **kwargs):
         return run_in_netns(self.ns[role], fn, *args, **kwargs)
 
+    def inside(self, role):
+        """wrap(cmd): cmd run inside role's namespace (ip netns exec, then
+        setpriv --pdeathsig: it gets SIGTERM should this process die
+        without stopping it; both exec in place, the pid is cmd's)."""
+        def wrap(cmd):
+            full = ["ip", "netns", "exec", self.ns[role]]
+            if shutil.which("setpriv"):
+                full += ["setpriv", "--pdeathsig", "TERM", "--"]
+            return full + list(cmd)
+        return wrap
+
+    def from_front(self, fn, *args, **kwargs):
+        """fn(*args) run from the front host, where nginx is."""
+        return self.run_in("fe", fn, *args, **kwargs)
+
     def _popen(self, name, role, cmd, env=None, log=None):
         """cmd inside role's namespace, in its own session, stdout and
-        stderr to log. setpriv --pdeathsig: it gets SIGTERM should this
-        process die without stopping it."""
-        full = ["ip", "netns", "exec", self.ns[role]]
-        if shutil.which("setpriv"):
-            full += ["setpriv", "--pdeathsig", "TERM", "--"]
-        full += cmd
+        stderr to log."""
+        full = self.inside(role)(cmd)
         logf = open(log or self.path(name + ".log"), "ab")
         try:
             p = subprocess.Popen(full, env=env, stdin=subprocess.DEVNULL,
@@ -275,6 +283,7 @@ class Cluster(object):
             self._start_db()
             self.timings["db"] = time.monotonic() - t0
             self._setup_db()
+            self.secret = new_secret(self.path("jwt-secret"))
             self._start_apps()
             self.timings["apps"] = time.monotonic() - t0
             self._start_nginx()
@@ -291,19 +300,18 @@ class Cluster(object):
         Safe to call twice. Keeps the directory if something failed (or
         TICKETS_KEEP=1), and says where."""
         t0 = time.monotonic()
-        order = ["nginx"] + sorted(n for n in self.procs if n.startswith("app")) \
-            + ["mariadbd"]
-        for name in order:
-            p = self.procs.get(name)
-            if p is None:
-                continue
-            _stack.stop_process(p, 30 if name == "mariadbd" else 10, name)
+        if self.procs.get("nginx") is not None:
+            stop_process(self.procs["nginx"], 10, "nginx")
+        for inst in self.instances:
+            inst.stop(10)
+        if self.procs.get("mariadbd") is not None:
+            stop_process(self.procs["mariadbd"], 30, "mariadbd")
         for name in list(self.made_ns):
             _kill_netns_pids(name)      # nginx workers of a killed master, say
-            _ip("netns", "del", name, check=False)
+            iproute("netns", "del", name, check=False)
             self.made_ns.remove(name)
         left = [n for n in self.ns.values()
-                if n in _ip("netns", "list", check=False).split()]
+                if n in iproute("netns", "list", check=False).split()]
         self.timings["destroy"] = time.monotonic() - t0
         if left:
             raise StackError("namespaces left behind: %s" % left)
@@ -317,24 +325,13 @@ class Cluster(object):
 
     def _network(self):
         for role, name in self.ns.items():
-            _ip("netns", "add", name)
+            iproute("netns", "add", name)
             self.made_ns.append(name)
-            _ip("-n", name, "link", "set", "lo", "up")
-        sw = self.ns["sw"]
-        _ip("-n", sw, "link", "add", "br0", "type", "bridge")
-        _ip("-n", sw, "link", "set", "br0", "up")
+            iproute("-n", name, "link", "set", "lo", "up")
+        self.add_bridge("br0")
         for role in self.ns:
-            if role == "sw":
-                continue
-            # both ends made directly in their namespaces: the root
-            # namespace never sees them
-            _ip("link", "add", "eth0", "netns", self.ns[role], "type", "veth",
-                "peer", "name", self.veth(role), "netns", sw)
-            _ip("-n", sw, "link", "set", self.veth(role), "master", "br0")
-            _ip("-n", sw, "link", "set", self.veth(role), "up")
-            _ip("-n", self.ns[role], "addr", "add", self.ip[role] + "/24",
-                "dev", "eth0")
-            _ip("-n", self.ns[role], "link", "set", "eth0", "up")
+            if role != "sw":
+                self.add_cable(role, "eth0", "br0", self.veth(role), self.ip[role])
 
         def reach(addrs):
             # ARP and the bridge ports are up within milliseconds; wait
@@ -354,147 +351,86 @@ class Cluster(object):
                         time.sleep(0.05)
         self.run_in("fe", reach, [self.ip[r] for r in self.ns if r not in ("sw", "fe")])
 
+    def add_bridge(self, bridge):
+        """A switch: a bridge in the switch namespace."""
+        iproute("-n", self.ns["sw"], "link", "add", bridge, "type", "bridge")
+        iproute("-n", self.ns["sw"], "link", "set", bridge, "up")
+
+    def add_cable(self, role, dev, bridge, veth, addr):
+        """role's interface dev, address addr/24, cabled to bridge; the
+        switch's end is named veth.  Both ends are made directly in their
+        namespaces: the root namespace never sees them."""
+        sw = self.ns["sw"]
+        iproute("link", "add", dev, "netns", self.ns[role], "type", "veth",
+                "peer", "name", veth, "netns", sw)
+        iproute("-n", sw, "link", "set", veth, "master", bridge)
+        iproute("-n", sw, "link", "set", veth, "up")
+        iproute("-n", self.ns[role], "addr", "add", addr + "/24", "dev", dev)
+        iproute("-n", self.ns[role], "link", "set", dev, "up")
+
     def link_down(self, i):
         """Pull app host i's cable: its veth end on the switch goes down
         (the host's own eth0 then loses carrier). Nothing in the host is
         told; its processes keep running."""
-        _ip("-n", self.ns["sw"], "link", "set", self.veth("a%d" % i), "down")
+        iproute("-n", self.ns["sw"], "link", "set", self.veth("a%d" % i), "down")
 
     def link_up(self, i):
-        _ip("-n", self.ns["sw"], "link", "set", self.veth("a%d" % i), "up")
+        iproute("-n", self.ns["sw"], "link", "set", self.veth("a%d" % i), "up")
 
     # -- MariaDB on the database host
 
     def _start_db(self):
-        datadir = self.path("db")
-        _stack.install_datadir(datadir, self.path("mariadb-install.log"))
-        db = ["mariadbd", "--no-defaults", "--datadir=" + datadir,
-              "--socket=" + self.db_socket,
-              "--pid-file=" + self.path("mariadb.pid"),
-              "--log-error=" + self.path("mariadb.err"),
-              # TCP on the database host's address only; no DNS in here
-              "--bind-address=" + self.ip["db"], "--port=%d" % DB_PORT,
-              "--skip-name-resolve", "--skip-log-bin",
-              "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
-              "--innodb-buffer-pool-size=128M", "--max-connections=300",
-              "--plugin-load-add=metadata_lock_info",
-              "--default-time-zone=" + _stack.DB_TIME_ZONE,
-              "--character-set-server=utf8mb4"]
-        if os.geteuid() == 0:
-            db.append("--user=root")
-        p = self._popen("mariadbd", "db", db, log=self.path("mariadb.out"))
-        _stack.wait_for("MariaDB on the database host",
-                        lambda: self.root_conn(db=None, timeout=2).close() or True,
-                        60, p, self.path("mariadb.err"))
+        install_datadir(self.path("db"), self.path("mariadb-install.log"))
+        # TCP on the database host's address only; no DNS in here
+        cmd = mariadbd_cmd(self.dir, (self.ip["db"], DB_PORT),
+                           extra=["--skip-name-resolve"])
+        p = self._popen("mariadbd", "db", cmd, log=self.path("mariadb.out"))
+        wait_for("MariaDB on the database host",
+                 lambda: self.root_conn(db=None, timeout=2).close() or True,
+                 60, p, self.path("mariadb.err"))
 
-    def root_conn(self, db="tickets", timeout=10):
+    def root_conn(self, db=DB_NAME, timeout=10):
         """root over the unix socket (a path in the shared file system, so
         it works from the root namespace)."""
-        return _stack.root_connect(self.db_socket, db, timeout)
-
-    def sql(self, query, args=None):
-        return _stack.query_rows(self.root_conn(), query, args)
-
-
-    def make_users(self, ids, premium=True):
-        """Users with these ids, premium for 30 days (or expired)."""
-        conn = self.root_conn()
-        try:
-            conn.cursor().executemany(
-                "INSERT INTO users (id, premium_until) VALUES (%s, "
-                "UTC_TIMESTAMP() + INTERVAL " + ("30" if premium else "-1") +
-                " DAY)", [(u,) for u in ids])
-        finally:
-            conn.close()
-
-    def make_event(self, eid, quota=None):
-        """A free event tomorrow, with a quota or none."""
-        self.sql("INSERT INTO events (id, title, starts_at, free_for_premium, "
-                 "free_quota) VALUES (%s, %s, UTC_TIMESTAMP() + INTERVAL 1 "
-                 "DAY, 1, %s)", [eid, "event %d" % eid, quota])
-    def _mariadb(self, text, database="tickets"):
-        _stack.mariadb_client(self.db_socket, text.encode(), database)
+        return root_connect(self.db_socket, db, timeout)
 
     def _setup_db(self):
-        password = secrets.token_hex(16)
-        _stack.write_private(self.path("db-password"), password + "\n")
-        host = NET + ".%"            # the app hosts' subnet, nothing else
-        self.db_account = "'tickets'@'%s'" % host
-        conn = self.root_conn(db=None)
-        try:
-            cur = conn.cursor()
-            cur.execute("CREATE DATABASE tickets CHARACTER SET utf8mb4 "
-                        "COLLATE utf8mb4_unicode_ci")
-            cur.execute("CREATE USER 'tickets'@%s IDENTIFIED BY %s",
-                        [host, password])
-        finally:
-            conn.close()
-        with open(os.path.join(ROOT, "sql", "schema.sql")) as f:
-            self._mariadb(f.read())
-        # sql/grants.sql names 'tickets'@'localhost'; the same grants for
-        # the subnet account, rendered into the run directory
-        with open(os.path.join(ROOT, "sql", "grants.sql")) as f:
-            grants = f.read()
-        if "'tickets'@'localhost'" not in grants:
-            raise StackError("sql/grants.sql no longer names 'tickets'@'localhost'")
-        grants = grants.replace("'tickets'@'localhost'", self.db_account)
-        with open(self.path("grants.sql"), "w") as f:
-            f.write(grants)
-        self._mariadb(grants)
+        # the account of the app hosts' subnet, nothing else
+        create_database(self.db_socket, self.dir, host=NET + ".%")
 
     # -- apps
 
-    def base_app_env(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETS_")}
-        env.update({
-            "TICKETS_DB_HOST": self.ip["db"],
-            "TICKETS_DB_PORT": str(DB_PORT),
-            "TICKETS_DB_USER": "tickets",
-            "TICKETS_DB_PASSWORD_FILE": self.path("db-password"),
-            "TICKETS_DB_NAME": "tickets",
-            "TICKETS_JWT_SECRET_FILE": self.path("jwt-secret"),
-            "TICKETS_THREADS": "8",
-        })
-        env.update(self.app_env)
-        return env
+    def app_db(self, i):
+        """(host, port) of app host i's database."""
+        return (self.ip["db"], DB_PORT)
 
     def _start_apps(self):
-        self.secret = secrets.token_hex(32).encode("ascii")
-        _stack.write_private(self.path("jwt-secret"), self.secret.decode() + "\n")
+        self.instances = []
         for i in range(1, self.napps + 1):
+            inst = AppInstance(i, (self.ip["a%d" % i], APP_PORT), self.app_log(i),
+                               self.app_bin, None, listen_env=True,
+                               wrap=self.inside("a%d" % i), call=self.from_front)
+            self.instances.append(inst)
             self._start_app(i)
         for i in range(1, self.napps + 1):
             self.wait_app(i)
 
     def _start_app(self, i):
-        env = self.base_app_env()
-        env["TICKETS_LISTEN"] = self.app_addrs[i - 1]
-        with open(self.app_log(i), "ab") as f:
-            f.write(("--- app host %d (%s) start: %s\n" % (
-                i, self.ns["a%d" % i], " ".join(
-                    "%s=%s" % kv for kv in sorted(env.items())
-                    if kv[0].startswith("TICKETS_")))).encode())
-        self._popen("app%d" % i, "a%d" % i, [self.app_bin], env=env,
-                    log=self.app_log(i))
+        inst = self.instances[i - 1]
+        inst.env = app_env(self.dir, self.app_db(i), {"TICKETS_THREADS": "8"},
+                           self.app_env)
+        inst.start()
 
     def restart_apps(self):
         """Stop every app (SIGTERM, by pid; it must exit 0) and start it
         again: new database sessions, which take the server's current
         global settings."""
-        for i in range(1, self.napps + 1):
-            p = self.procs["app%d" % i]
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                    raise StackError("app host %d ignored SIGTERM" % i)
-            if p.returncode != 0:
+        for inst in self.instances:
+            rc = inst.stop(20)
+            if rc != 0:
                 raise StackError("app host %d exited with %s on SIGTERM"
-                                 % (i, p.returncode))
-            self._start_app(i)
+                                 % (inst.index, rc))
+            self._start_app(inst.index)
         for i in range(1, self.napps + 1):
             self.wait_app(i)
 
@@ -504,17 +440,7 @@ class Cluster(object):
     def wait_app(self, i, timeout=20):
         """Until app host i answers /api/health 200 over FastCGI/TCP, asked
         from the front host (the path nginx uses)."""
-        addr = self.ip["a%d" % i]
-        p = self.procs["app%d" % i]
-
-        def healthy():
-            status, body = self.run_in("fe", fcgi_tcp_request, addr, APP_PORT,
-                                       "GET", "/api/health")
-            if status != 200:
-                raise StackError("health %s" % status)
-            return True
-        _stack.wait_for("app host %d (%s:%d)" % (i, addr, APP_PORT), healthy,
-                        timeout, p, self.app_log(i))
+        self.instances[i - 1].wait_ready(timeout)
 
     def app_requests(self, i, since=0):
         """Request log lines (parsed JSON) of app host i after byte offset
@@ -538,93 +464,29 @@ class Cluster(object):
                 for i in range(1, self.napps + 1)}
 
     def crashed_apps(self):
-        return [i for i in range(1, self.napps + 1)
-                if self.procs["app%d" % i].poll() is not None]
+        return [i.index for i in self.instances if not i.running()]
 
     # -- nginx on the front host
 
     def _start_nginx(self):
-        servers = "\n        ".join(
-            "server %s max_fails=1 fail_timeout=2s;" % a for a in self.app_addrs)
-        user = pwd.getpwuid(os.geteuid()).pw_name
-        group = grp.getgrgid(os.getegid()).gr_name
-        p = self.dir
-        # The shipped snippets, unchanged; only the upstream differs from
-        # nginx/tickets.conf (TCP addresses of the app hosts).
-        conf = """# rendered by tests/cluster/cluster.py
-daemon off;
-master_process on;
-worker_processes 2;
-user %(user)s %(group)s;
-pid %(p)s/nginx.pid;
-error_log %(p)s/nginx-error.log info;
-events { worker_connections 2048; }
-http {
-    default_type application/octet-stream;
-    server_tokens off;
-    keepalive_timeout 30s;
-    client_body_temp_path %(p)s/tmp/client_body;
-    fastcgi_temp_path %(p)s/tmp/fastcgi;
-    proxy_temp_path %(p)s/tmp/proxy;
-    uwsgi_temp_path %(p)s/tmp/uwsgi;
-    scgi_temp_path %(p)s/tmp/scgi;
-    log_format cluster escape=json
-        '{"msec":$msec,"request_id":"$request_id","method":"$request_method",'
-        '"uri":"$request_uri","status":$status,"request_time":$request_time,'
-        '"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status",'
-        '"upstream_response_time":"$upstream_response_time"}';
-    access_log %(p)s/nginx-access.log cluster;
-    # the keys and zones of nginx/tickets.conf (snippets use both zones)
-    map $http_authorization $tickets_token_key {
-        default $http_authorization;
-        "" "";
-        "~*^bearer +(?<tickets_token>[^ ]+) *$" $tickets_token;
-    }
-    map $http_authorization $tickets_addr_key {
-        default "";
-        "" $binary_remote_addr;
-    }
-    limit_req_zone $tickets_token_key zone=tickets_per_token:32m rate=100r/s;
-    limit_req_zone $tickets_addr_key zone=tickets_per_addr:10m rate=50r/s;
-    map $scheme $tickets_hsts { https "max-age=63072000"; default ""; }
-    upstream tickets_app {
-        %(servers)s
-    }
-    server {
-        listen 127.0.0.1:%(port)d;
-        server_name localhost;
-        include snippets/tickets-public.conf;
-    }
-    server {
-        listen 127.0.0.1:%(iport)d;
-        server_name localhost;
-        include snippets/tickets-internal.conf;
-    }
-}
-""" % {"user": user, "group": group, "p": p, "servers": servers,
-       "port": HTTP_PORT, "iport": INTERNAL_PORT}
-        os.makedirs(self.path("tmp"), exist_ok=True)
-        snippets = self.path("snippets")
-        os.makedirs(snippets, exist_ok=True)
-        src = os.path.join(ROOT, "nginx", "snippets")
-        for name in os.listdir(src):
-            shutil.copyfile(os.path.join(src, name), os.path.join(snippets, name))
-        with open(self.path("nginx.conf"), "w") as f:
-            f.write(conf)
-        cmd = ["nginx", "-p", self.dir + "/", "-c", self.path("nginx.conf"),
-               "-e", self.path("nginx-error.log")]
-        r = subprocess.run(["ip", "netns", "exec", self.ns["fe"]] + cmd + ["-t", "-q"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise StackError("nginx -t: %s" % r.stdout.decode())
-        proc = self._popen("nginx", "fe", cmd, log=self.path("nginx.out"))
+        """nginx/nginx.conf.in as the single-host stack renders it, the
+        upstream the app hosts' TCP addresses (no kept connections: a cut
+        host's would hang until the read timeout), the shipped snippets
+        unchanged (per-address limit included)."""
+        make_server_tls(self.path("tls"), "nginx", "localhost", "web-ca",
+                        "tickets test web CA")
+        render(self.dir, HTTP_PORT, INTERNAL_PORT, TLS_PORT,
+               upstream_servers(self.app_addrs, keepalive=0), addr_limit=True)
+        nginx_test(self.dir, self.inside("fe"))
+        proc = self._popen("nginx", "fe", nginx_cmd(self.dir),
+                           log=self.path("nginx.out"))
 
         def ours():
-            r = self.run_in("fe", http_request, self.url, "GET", "/.ready",
-                            timeout=2)
+            r = self.from_front(http_request, self.url, "GET", "/.ready",
+                                timeout=2)
             return r.status == 404 and (r.json or {}).get("error") == "not_found"
-        _stack.wait_for("nginx on the front host", ours, 20, proc,
-                        self.path("nginx-error.log"))
+        wait_for("nginx on the front host", ours, 20, proc,
+                 self.path("nginx-error.log"))
 
     def nginx_log(self, since=0):
         out = []
@@ -650,18 +512,19 @@ http {
 
     def request(self, method, path, token=None, timeout=30):
         """One request through nginx, from the front host."""
-        return self.run_in("fe", http_request, self.url, method, path, token,
-                           None, None, timeout)
+        return self.from_front(http_request, self.url, method, path, token,
+                               None, None, timeout)
 
-    # -- database checks
+    def client_pool(self, workers):
+        """Client threads inside the front host (where nginx listens)."""
+        return concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="client",
+            initializer=enter_netns, initargs=(self.ns["fe"],))
 
-    def held_locks(self):
-        return [r[0] for r in self.sql(
-            "SELECT TABLE_SCHEMA FROM information_schema.METADATA_LOCK_INFO "
-            "WHERE LOCK_TYPE = 'User lock'")]
-
-    def invariant_problems(self, settle=5.0):
-        return _stack.invariant_problems(self.sql, self.held_locks, settle)
+    def claim(self, token, user, event, timeout=CLIENT_TIMEOUT):
+        """user's claim of event through nginx, from a thread inside the
+        front host (client_pool()); a harness Claim, never raises."""
+        return claim(self.url, token, user, event, timeout)
 
     def print_logs(self, lines=25, out=None):
         out = out or sys.stderr
@@ -673,7 +536,7 @@ http {
             p = self.path(name)
             if os.path.exists(p):
                 out.write("----- %s (last %d lines)\n%s\n"
-                          % (p, lines, _stack.tail_file(p, lines)))
+                          % (p, lines, tail_file(p, lines)))
 
 
 @contextlib.contextmanager
@@ -692,6 +555,34 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def module_fixture(request, c, banner, before_destroy=None):
+    """The body of a test module's fixture (yield from it): c started
+    (the module fails if it cannot be), banner(c) printed; at the end the
+    logs printed if a test failed or an app host died, before_destroy(c)
+    (while the run directory still exists), c destroyed; then the module
+    fails if an app host died."""
+    import pytest
+    with sigterm_as_interrupt():
+        try:
+            c.start()
+        except StackError as e:
+            pytest.fail("cannot start %s: %s" % (type(c).__name__, e))
+        sys.stderr.write(banner(c))
+        try:
+            yield c
+        finally:
+            crashed = c.crashed_apps()
+            if request.session.testsfailed or crashed:
+                c.failed = True
+                c.print_logs()
+            if before_destroy is not None:
+                before_destroy(c)
+            c.destroy()
+            sys.stderr.write("%s: network removed in %.1f s\n"
+                             % (type(c).__name__, c.timings["destroy"]))
+        assert not crashed, "app host(s) died: %s" % crashed
 
 
 if __name__ == "__main__":

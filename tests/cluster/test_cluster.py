@@ -19,8 +19,6 @@ summary-*.json in the run directory when the run is kept).
 """
 
 import collections
-import concurrent.futures
-import http.client
 import json
 import os
 import random
@@ -32,11 +30,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster import (Cluster, StackError, enter_netns, http_request,  # noqa: E402
-                     netns_usable, sigterm_as_interrupt)
+from cluster import Cluster, module_fixture, netns_usable  # noqa: E402
 
-CLAIM = "/api/events/%d/participation"
-CLIENT_TIMEOUT = 45      # above nginx's fastcgi_read_timeout (30 s)
 
 
 @pytest.fixture(scope="module")
@@ -46,84 +41,18 @@ def cluster(request):
         if os.environ.get("TICKETS_CLUSTER_REQUIRED") == "1":
             pytest.fail("cluster test required but impossible here: %s" % why)
         pytest.skip("cluster test needs network namespaces: %s" % why)
-    with sigterm_as_interrupt():
-        # 4 worker threads per app host: enough for the storms, and it bounds
-        # how many claims a cut-off host can have queued on one event's row
-        # (see test_link_down_mid_storm_idle_transaction_timeout)
-        c = Cluster(apps=3, app_env={"TICKETS_THREADS": "4"})
-        try:
-            c.start()
-        except StackError as e:
-            pytest.fail("cannot start the cluster: %s" % e)
-        sys.stderr.write("\ncluster: 3 app hosts %s, database %s:3306, nginx in "
-                         "%s; up in %.1f s; files in %s\n" % (
-                             c.app_addrs, c.ip["db"], c.ns["fe"],
-                             c.timings["total"], c.dir))
-        try:
-            yield c
-        finally:
-            crashed = c.crashed_apps()
-            if request.session.testsfailed or crashed:
-                c.failed = True
-                c.print_logs()
-            c.destroy()
-            sys.stderr.write("cluster: network removed in %.1f s\n"
-                             % c.timings["destroy"])
-        assert not crashed, "app host(s) died: %s" % crashed
+    # 4 worker threads per app host: enough for the storms, and it bounds
+    # how many claims a cut-off host can have queued on one event's row
+    # (see test_link_down_mid_storm_idle_transaction_timeout)
+    c = Cluster(apps=3, app_env={"TICKETS_THREADS": "4"})
+    yield from module_fixture(request, c, lambda c: (
+        "\ncluster: 3 app hosts %s, database %s:3306, nginx in %s; up in "
+        "%.1f s; files in %s\n" % (c.app_addrs, c.ip["db"], c.ns["fe"],
+                                  c.timings["total"], c.dir)))
 
 
 # ---------------------------------------------------------------------------
 # helpers
-
-class Outcome(object):
-    __slots__ = ("user", "event", "t_sent", "t_done", "status", "error",
-                 "code", "created", "exc")
-
-    def __init__(self, user, event):
-        self.user, self.event = user, event
-        self.status = self.error = self.code = self.created = self.exc = None
-
-    @property
-    def ok(self):
-        """A truthful final answer: a ticket, or sold out."""
-        return self.status in (200, 201) or (self.status == 409
-                                              and self.error == "sold_out")
-
-    def kind(self):
-        if self.exc:
-            return "client error (%s)" % self.exc
-        if self.ok:
-            return "%d%s" % (self.status, " sold_out" if self.status == 409 else "")
-        return "%s %s" % (self.status, self.error)
-
-
-def claim(c, tokens, user, event):
-    o = Outcome(user, event)
-    o.t_sent = time.monotonic()
-    try:
-        r = http_request(c.url, "POST", CLAIM % event, tokens[user],
-                         timeout=CLIENT_TIMEOUT)
-        o.status = r.status
-        body = r.json or {}
-        if r.status in (200, 201):
-            t = body.get("ticket") or {}
-            o.code, o.created = t.get("code"), body.get("created")
-            assert t.get("user_id") == user and t.get("event_id") == event, r
-            assert o.created is (r.status == 201), r
-        else:
-            o.error = body.get("error")
-    except (OSError, http.client.HTTPException) as e:   # counted, not fatal
-        o.exc = type(e).__name__
-    o.t_done = time.monotonic()
-    return o
-
-
-def pool(c, workers):
-    """Client threads inside the front host (where nginx listens)."""
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="client",
-        initializer=enter_netns, initargs=(c.ns["fe"],))
-
 
 def claims_per_host(c, marks, lo=None, hi=None):
     """Per app host, participation POSTs logged since marks (app log
@@ -168,15 +97,15 @@ def test_storm_lands_on_every_host_and_one_ticket_each(cluster):
     events = {1: None, 2: None, 3: 15}          # event -> quota
     c.make_users(users)
     for e, q in events.items():
-        c.make_event(e, q)
+        c.make_event(e, quota=q)
     tokens = {u: c.token(u) for u in users}
     repeats = 5
     tasks = [(u, e) for u in users for e in events for _ in range(repeats)]
     random.Random(5).shuffle(tasks)
     marks = c.log_sizes()
     t0 = time.monotonic()
-    with pool(c, 48) as ex:
-        outcomes = list(ex.map(lambda t: claim(c, tokens, *t), tasks))
+    with c.client_pool(48) as ex:
+        outcomes = list(ex.map(lambda t: c.claim(tokens[t[0]], *t), tasks))
     elapsed = time.monotonic() - t0
 
     kinds = collections.Counter(o.kind() for o in outcomes)
@@ -202,6 +131,8 @@ def test_storm_lands_on_every_host_and_one_ticket_each(cluster):
     # every answer is a truthful one: no 5xx, no error
     bad = [o.kind() for o in outcomes if not o.ok]
     assert not bad, "unexpected answers: %s" % collections.Counter(bad)
+    wrong = [o for o in outcomes if o.wrong_ticket()]
+    assert not wrong, "tickets of another pair, or created wrong: %s" % wrong[:5]
     # the storm landed on every host, each a fair share
     assert sum(per_host.values()) == len(tasks), per_host
     for i, n in per_host.items():
@@ -243,7 +174,7 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     victim has a claim transaction open at the cut in about 3 runs of 4)."""
     c.make_users(users)
     for e, q in events.items():
-        c.make_event(e, q)
+        c.make_event(e, quota=q)
     tokens = {u: c.token(u) for u in users}
 
     # Fresh pairs all the time: batches of 6 users x every event x 3
@@ -275,7 +206,7 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
             t = next_task()
             if t is None:
                 break
-            mine.append(claim(c, tokens, *t))
+            mine.append(c.claim(tokens[t[0]], *t))
         with out_lock:
             outcomes.extend(mine)
 
@@ -283,7 +214,7 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     nginx0 = c.nginx_log_size()
     t0 = time.monotonic()
     stop_at[0] = t0 + before_down + down_for + after_up
-    with pool(c, clients) as ex:
+    with c.client_pool(clients) as ex:
         futures = [ex.submit(client) for _ in range(clients)]
         holder, queued = None, None
         try:
@@ -325,24 +256,24 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     assert outcomes, "no request was made"
 
     def phase(o):
-        return ("before" if o.t_sent < t_down else
-                "down" if o.t_sent < t_up else "after")
+        return ("before" if o.t0 < t_down else
+                "down" if o.t0 < t_up else "after")
     kinds = collections.defaultdict(collections.Counter)
     for o in outcomes:
         kinds[phase(o)][o.kind()] += 1
-    ok_after_up = sum(1 for o in outcomes if o.ok and o.t_done > t_up)
+    ok_after_up = sum(1 for o in outcomes if o.ok and o.t1 > t_up)
     # answers completed while the link was down, by second since it went down
     ok_by_second = collections.Counter(
-        int(o.t_done - t_down) for o in outcomes
-        if o.ok and t_down <= o.t_done < t_up)
+        int(o.t1 - t_down) for o in outcomes
+        if o.ok and t_down <= o.t1 < t_up)
     # the longest stretch without any answer to any client, and when
-    done = sorted(o.t_done for o in outcomes)
+    done = sorted(o.t1 for o in outcomes)
     gaps = [(b - a, a - t_down) for a, b in zip(done, done[1:])]
     longest_gap = max(gaps) if gaps else (0, 0)
     served_while_down = claims_per_host(c, marks0, iso_down, iso_up)
     nginx = c.nginx_log(nginx0)
     rerouted = [r for r in nginx if "," in r.get("upstream_addr", "")]
-    slowest = max(o.t_done - o.t_sent for o in outcomes)
+    slowest = max(o.t1 - o.t0 for o in outcomes)
 
     # The host is back: new claims land on it again (nginx tries it again
     # after fail_timeout), and every pair that was tried, claimed once more,
@@ -351,8 +282,8 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
     time.sleep(2.5)                      # fail_timeout=2s of the upstream
     marks1 = c.log_sizes()
     tried = sorted({(o.user, o.event) for o in outcomes})
-    with pool(c, clients) as ex:
-        retries = list(ex.map(lambda t: claim(c, tokens, *t), tried))
+    with c.client_pool(clients) as ex:
+        retries = list(ex.map(lambda t: c.claim(tokens[t[0]], *t), tried))
     back = claims_per_host(c, marks1)
     retry_kinds = collections.Counter(o.kind() for o in retries)
 
@@ -395,7 +326,8 @@ def link_down_storm(c, name, users, events, victim=2, before_down=3.0,
 
     # what failed at the client failed as the API says (503), or timed out
     for o in outcomes:
-        assert o.ok or o.status == 503 or o.exc, o.kind()
+        assert o.ok or o.status == 503 or o.transport, o.kind()
+        assert not o.wrong_ticket(), o
     # after the link came back: the host serves again, every retry answers
     # truthfully (a ticket, the same one as in the database, or sold out)
     assert all(n > 0 for n in back.values()), back

@@ -28,9 +28,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cluster"))
 import cluster as _cluster  # noqa: E402  (tests/cluster/cluster.py)
-from cluster import Cluster, StackError, _ip, _stack  # noqa: E402
+from cluster import Cluster, StackError, iproute  # noqa: E402
+from harness import (DB_TIME_ZONE, ROOT, held_locks, install_datadir,  # noqa: E402
+                     invariant_problems, pymysql, query_rows, root_connect,
+                     stop_process, tail_file, wait_for)
 
-ROOT = _cluster.ROOT
 NET = _cluster.NET
 _o = NET.split(".")
 REPL_NET = "%s.%s.%d" % (_o[0], _o[1], (int(_o[2]) + 1) % 256)
@@ -56,25 +58,17 @@ class GaleraCluster(Cluster):
         self.ns["lb"] = self.tag + "-lb"
         self.ip["lb"] = NET + ".30"
         self.ip["db"] = self.ip["lb"]      # the apps' database: the balancer
-        # app host i -> (host, port) of its database; None: the balancer
-        self.app_db = {}
+        # app host i -> the address of its node; none: the balancer
+        self.direct_db = {}
 
     # -- network: the Cluster's, plus the replication bridge
 
     def _network(self):
         super()._network()
-        sw = self.ns["sw"]
-        _ip("-n", sw, "link", "add", "br1", "type", "bridge")
-        _ip("-n", sw, "link", "set", "br1", "up")
+        self.add_bridge("br1")
         for n in range(1, self.nnodes + 1):
-            role = "g%d" % n
-            _ip("link", "add", "eth1", "netns", self.ns[role], "type", "veth",
-                "peer", "name", self.rveth(n), "netns", sw)
-            _ip("-n", sw, "link", "set", self.rveth(n), "master", "br1")
-            _ip("-n", sw, "link", "set", self.rveth(n), "up")
-            _ip("-n", self.ns[role], "addr", "add", self.rip[role] + "/24",
-                "dev", "eth1")
-            _ip("-n", self.ns[role], "link", "set", "eth1", "up")
+            self.add_cable("g%d" % n, "eth1", "br1", self.rveth(n),
+                           self.rip["g%d" % n])
 
     def rveth(self, n):
         return "%sr%d" % (self.tag, n)
@@ -82,19 +76,19 @@ class GaleraCluster(Cluster):
     def cut_replication(self, n):
         """Node n's replication cable out: it still answers clients, but
         loses the other nodes (and they it)."""
-        _ip("-n", self.ns["sw"], "link", "set", self.rveth(n), "down")
+        iproute("-n", self.ns["sw"], "link", "set", self.rveth(n), "down")
 
     def restore_replication(self, n):
-        _ip("-n", self.ns["sw"], "link", "set", self.rveth(n), "up")
+        iproute("-n", self.ns["sw"], "link", "set", self.rveth(n), "up")
 
     def cut_links(self, n):
         """Both of node n's cables out: clients and the other nodes lose it."""
         for v in (self.veth("g%d" % n), self.rveth(n)):
-            _ip("-n", self.ns["sw"], "link", "set", v, "down")
+            iproute("-n", self.ns["sw"], "link", "set", v, "down")
 
     def restore_links(self, n):
         for v in (self.veth("g%d" % n), self.rveth(n)):
-            _ip("-n", self.ns["sw"], "link", "set", v, "up")
+            iproute("-n", self.ns["sw"], "link", "set", v, "up")
 
     # -- the Galera nodes
 
@@ -160,7 +154,7 @@ wsrep-sst-method=rsync
 wsrep-slave-threads=2
 wsrep-provider-options="gcache.size=64M"
 """ % {"d": self.node_dir(n), "n": n, "sock": self.sock(n), "err": self.node_err(n),
-           "tz": _stack.DB_TIME_ZONE, "provider": PROVIDER, "peers": peers,
+           "tz": DB_TIME_ZONE, "provider": PROVIDER, "peers": peers,
            "rip": self.rip[role], "ip": self.ip[role],
            "user": "user=mysql" if os.geteuid() == 0 else ""}
         path = self.path("g%d.cnf" % n)
@@ -181,7 +175,8 @@ wsrep-provider-options="gcache.size=64M"
                 subprocess.check_call(["chown", "-R", "mysql:mysql",
                                        self.node_dir(n)])
             if bootstrap:
-                self._install_datadir(n, datadir)
+                install_datadir(datadir, self.path("g%d-install.log" % n),
+                                "mysql")
         cmd = ["mariadbd", "--defaults-file=" + cnf]
         if bootstrap:
             cmd.append("--wsrep-new-cluster")
@@ -212,33 +207,20 @@ wsrep-provider-options="gcache.size=64M"
             return None
         return found[-1] if found else None
 
-    def _install_datadir(self, n, datadir):
-        log = self.path("g%d-install.log" % n)
-        cmd = ["mariadb-install-db", "--no-defaults",
-               "--auth-root-authentication-method=normal",
-               "--skip-test-db", "--datadir=" + datadir]
-        if os.geteuid() == 0:
-            cmd.append("--user=mysql")
-        with open(log, "wb") as f:
-            if subprocess.call(cmd, stdin=subprocess.DEVNULL, stdout=f,
-                               stderr=f) != 0:
-                raise StackError("mariadb-install-db failed:\n%s"
-                                 % _stack.tail_file(log))
-
     def node_conn(self, n, db="tickets", timeout=5):
-        return _stack.root_connect(self.sock(n), db, timeout)
+        return root_connect(self.sock(n), db, timeout)
 
     def sql_on(self, n, query, args=None):
-        return _stack.query_rows(self.node_conn(n), query, args)
+        return query_rows(self.node_conn(n), query, args)
 
     def status(self, n, like):
         """Node n's global status variables named like `like` (lower-case
         names).  Works on a node outside the Primary Component too (SHOW
         is allowed there; root_connect's autocommit COMMIT is not)."""
-        conn = _stack.pymysql.connect(unix_socket=self.sock(n), user="root",
+        conn = pymysql.connect(unix_socket=self.sock(n), user="root",
                                       password="", connect_timeout=5,
                                       autocommit=None)
-        rows = _stack.query_rows(conn, "SHOW GLOBAL STATUS LIKE %s", (like,))
+        rows = query_rows(conn, "SHOW GLOBAL STATUS LIKE %s", (like,))
         return {k.lower(): v for k, v in rows}
 
     def wsrep(self, n):
@@ -261,8 +243,8 @@ wsrep-provider-options="gcache.size=64M"
             s = self.node_state(n)
             return (s and s[0] and s[1] == SYNCED and s[3] == "Primary"
                     and (size is None or s[2] == size))
-        _stack.wait_for("Galera node %d synced" % n, synced, timeout,
-                        proc or self.procs.get("g%d" % n), self.node_err(n))
+        wait_for("Galera node %d synced" % n, synced, timeout,
+                         proc or self.procs.get("g%d" % n), self.node_err(n))
 
     def kill_node(self, n):
         """SIGKILL node n's mariadbd (by pid); returns when it is gone."""
@@ -362,29 +344,21 @@ wsrep-provider-options="gcache.size=64M"
         def ok():
             s = self.haproxy_servers()
             return all(s.get(k, "").startswith(v) for k, v in want.items())
-        _stack.wait_for("haproxy sees %s" % want, ok, timeout,
-                        self.procs.get("haproxy"), self.path("haproxy.log"))
+        wait_for("haproxy sees %s" % want, ok, timeout,
+                         self.procs.get("haproxy"), self.path("haproxy.log"))
         return time.monotonic() - t0
 
     # -- apps: the balancer, or one node each (multi-writer)
 
-    def _start_app(self, i):
-        saved = self.app_env
-        direct = self.app_db.get(i)
-        if direct:
-            self.app_env = dict(saved, TICKETS_DB_HOST=direct,
-                                TICKETS_DB_PORT="3306")
-        try:
-            super()._start_app(i)
-        finally:
-            self.app_env = saved
+    def app_db(self, i):
+        """The node of app host i (direct_db), else the balancer."""
+        direct = self.direct_db.get(i)
+        return (direct, 3306) if direct else super().app_db(i)
 
     # -- checks, on every node
 
     def held_locks_on(self, n):
-        return [r[0] for r in self.sql_on(
-            n, "SELECT TABLE_SCHEMA FROM information_schema.METADATA_LOCK_INFO "
-               "WHERE LOCK_TYPE = 'User lock'")]
+        return held_locks(lambda q, a=None: self.sql_on(n, q, a))
 
     def invariant_problems_all(self, settle=5.0):
         """stack.invariant_problems on each node (once it is synced), and
@@ -402,8 +376,8 @@ wsrep-provider-options="gcache.size=64M"
                 except BaseException:
                     conn.close()
                     raise
-                return _stack.query_rows(conn, q, a)     # closes conn
-            problems += ["node %d: %s" % (n, p) for p in _stack.invariant_problems(
+                return query_rows(conn, q, a)     # closes conn
+            problems += ["node %d: %s" % (n, p) for p in invariant_problems(
                 sql, lambda n=n: self.held_locks_on(n), settle)]
             snapshots[n] = sorted(sql(
                 "SELECT user_id, event_id, code FROM free_tickets"))
@@ -418,7 +392,7 @@ wsrep-provider-options="gcache.size=64M"
         for name in ["haproxy"] + ["g%d" % n for n in range(self.nnodes, 0, -1)]:
             p = self.procs.pop(name, None)
             if p is not None:
-                _stack.stop_process(p, 30 if name != "haproxy" else 10, name)
+                stop_process(p, 30 if name != "haproxy" else 10, name)
         super().destroy()
 
     def print_logs(self, lines=25, out=None):
@@ -430,7 +404,7 @@ wsrep-provider-options="gcache.size=64M"
                 self.node_err(n) for n in range(1, self.nnodes + 1)]:
             if os.path.exists(p):
                 out.write("----- %s (last %d lines)\n%s\n"
-                          % (p, lines, _stack.tail_file(p, lines)))
+                          % (p, lines, tail_file(p, lines)))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ printed (pytest -s) and written to the run directory (TICKETS_KEEP=1).
 
 import collections
 import concurrent.futures
-import http.client
 import json
 import os
 import re
@@ -40,12 +39,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from galera import GaleraCluster, HAPROXY_CFG, StackError  # noqa: E402
-from cluster import (enter_netns, fcgi_tcp_request, http_request,  # noqa: E402
-                     netns_usable, sigterm_as_interrupt, APP_PORT)
+from galera import GaleraCluster, HAPROXY_CFG  # noqa: E402
+from cluster import enter_netns, module_fixture, netns_usable  # noqa: E402
+from harness import fcgi_request  # noqa: E402
 
-CLAIM = "/api/events/%d/participation"
-CLIENT_TIMEOUT = 45
 RESULTS = {}
 
 
@@ -54,29 +51,19 @@ def gc(request):
     why = netns_usable()
     if why:
         pytest.fail("galera test needs network namespaces: %s" % why)
-    with sigterm_as_interrupt():
-        c = GaleraCluster(apps=3, nodes=3, app_env={"TICKETS_THREADS": "4"})
-        try:
-            c.start()
-        except StackError as e:
-            pytest.fail("cannot start the Galera cluster: %s" % e)
-        sys.stderr.write("\ngalera: 3 nodes, haproxy %s:3306, 3 app hosts; up in "
-                         "%.1f s; files in %s\n" % (c.ip["lb"], c.timings["total"],
-                                                    c.dir))
+    c = GaleraCluster(apps=3, nodes=3, app_env={"TICKETS_THREADS": "4"})
+
+    def banner(c):
         RESULTS["startup_s"] = round(c.timings["total"], 1)
-        try:
-            yield c
-        finally:
-            crashed = c.crashed_apps()
-            if request.session.testsfailed or crashed:
-                c.failed = True
-                c.print_logs()
-            with open(c.path("results.json"), "w") as f:
-                json.dump(RESULTS, f, indent=2, sort_keys=True)
-            sys.stderr.write("\ngalera results:\n%s\n" % json.dumps(
-                RESULTS, indent=2, sort_keys=True))
-            c.destroy()
-        assert not crashed, "app host(s) died: %s" % crashed
+        return ("\ngalera: 3 nodes, haproxy %s:3306, 3 app hosts; up in %.1f s; "
+                "files in %s\n" % (c.ip["lb"], c.timings["total"], c.dir))
+
+    def results(c):
+        with open(c.path("results.json"), "w") as f:
+            json.dump(RESULTS, f, indent=2, sort_keys=True)
+        sys.stderr.write("\ngalera results:\n%s\n" % json.dumps(
+            RESULTS, indent=2, sort_keys=True))
+    yield from module_fixture(request, c, banner, results)
 
 
 # ---------------------------------------------------------------------------
@@ -91,50 +78,19 @@ def ids(n):
     return list(range(first, first + n))
 
 
-class Outcome(object):
-    __slots__ = ("user", "event", "t_sent", "t_done", "status", "error",
-                 "code", "retry_after", "exc")
-
-    def __init__(self, user, event):
-        self.user, self.event = user, event
-        self.status = self.error = self.code = self.retry_after = self.exc = None
-
-    def kind(self):
-        if self.exc:
-            return "client error (%s)" % self.exc
-        return "%s%s" % (self.status, " " + self.error if self.error else "")
-
-
-def claim(c, tokens, user, event):
-    o = Outcome(user, event)
-    o.t_sent = time.monotonic()
-    try:
-        r = http_request(c.url, "POST", CLAIM % event, tokens[user],
-                         timeout=CLIENT_TIMEOUT)
-        o.status = r.status
-        body = r.json or {}
-        o.retry_after = r.headers.get("retry-after")
-        if r.status in (200, 201):
-            t = body.get("ticket") or {}
-            o.code = t.get("code")
-            assert t.get("user_id") == user and t.get("event_id") == event, r
-        else:
-            o.error = body.get("error")
-    except (OSError, http.client.HTTPException) as e:
-        o.exc = type(e).__name__
-    o.t_done = time.monotonic()
-    return o
-
-
-def pool(c, workers):
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="client",
-        initializer=enter_netns, initargs=(c.ns["fe"],))
-
-
 def run_all(c, tokens, tasks, workers=32):
-    with pool(c, workers) as ex:
-        return list(ex.map(lambda t: claim(c, tokens, *t), tasks))
+    with c.client_pool(workers) as ex:
+        return list(ex.map(lambda t: c.claim(tokens[t[0]], *t), tasks))
+
+
+def fresh_storm(c, events, make_events=True):
+    """3000 fresh users and a Storm of theirs started over events ({id:
+    quota}), made first unless make_events is false."""
+    users = ids(3000)
+    c.make_users(users)
+    for e, q in events.items() if make_events else ():
+        c.make_event(e, quota=q)
+    return Storm(c, list(events), users).start()
 
 
 class Storm(object):
@@ -161,7 +117,7 @@ class Storm(object):
             t = self._next()
             if t is None:
                 break
-            mine.append(claim(self.c, self.tokens, *t))
+            mine.append(self.c.claim(self.tokens[t[0]], *t))
             time.sleep(0.01)         # a storm that lasts through the fault
         with self.lock:
             self.outcomes.extend(mine)
@@ -184,9 +140,11 @@ def check_answers(outcomes):
     """Only 200/201/4xx, or 503 with Retry-After; no failed request."""
     bad = collections.Counter(
         o.kind() for o in outcomes
-        if o.exc or not (o.status in (200, 201) or 400 <= o.status < 500
+        if o.transport or not (o.status in (200, 201) or 400 <= o.status < 500
                          or (o.status == 503 and (o.retry_after or "").isdigit())))
     assert not bad, "answers outside the contract: %s" % dict(bad)
+    wrong = [o for o in outcomes if o.wrong_ticket()]
+    assert not wrong, "tickets of another pair: %s" % wrong[:5]
 
 
 def check_tickets(c, outcomes, quotas):
@@ -226,7 +184,7 @@ def summary(outcomes, t_event=None):
     kinds = collections.Counter(o.kind() for o in outcomes)
     out = {"requests": len(outcomes), "answers": dict(kinds)}
     if t_event is not None:
-        after = sorted(o.t_done for o in outcomes if o.t_done >= t_event
+        after = sorted(o.t1 for o in outcomes if o.t1 >= t_event
                        and o.status in (200, 201))
         out["first_2xx_after_s"] = round(after[0] - t_event, 2) if after else None
         # the longest time after the event without any 2xx answer
@@ -243,12 +201,12 @@ def sessions_of_app(c, n):
 
 
 def app_get(c, i, path):
-    return c.run_in("fe", fcgi_tcp_request, c.ip["a%d" % i], APP_PORT, "GET",
-                    path)
+    """GET path straight from app host i (FastCGI, from the front host)."""
+    return c.instances[i - 1].request("GET", path, timeout=5)
 
 
 def app_metric(c, i, name):
-    status, out = app_get(c, i, "/metrics")
+    out = app_get(c, i, "/metrics").body
     m = re.search(rb"^%s (\d+)" % re.escape(name.encode()), out, re.M)
     return int(m.group(1)) if m else None
 
@@ -294,7 +252,7 @@ def test_storms_through_one_writer(gc):
     c = gc
     assert c.haproxy_servers() == {"node1": "UP", "node2": "UP", "node3": "UP"}
     for i in range(1, c.napps + 1):
-        status, _ = app_get(c, i, "/api/health")
+        status = app_get(c, i, "/api/health").status
         assert status == 200
     # one user's clicks, on every app host at once
     (u1,) = ids(1)
@@ -302,8 +260,8 @@ def test_storms_through_one_writer(gc):
     users = ids(60)
     c.make_users([u1] + users)
     c.make_event(e_one)
-    c.make_event(e_quota, 20)
-    c.make_event(e_mixed, 30)
+    c.make_event(e_quota, quota=20)
+    c.make_event(e_mixed, quota=30)
     tokens = {u: c.token(u) for u in [u1] + users}
     quotas = {e_quota: 20, e_mixed: 30}
     t0 = time.monotonic()
@@ -338,11 +296,7 @@ def test_storms_through_one_writer(gc):
 def test_writer_killed_then_rejoins_by_ist(gc):
     c = gc
     events = {11: None, 12: 150}
-    users = ids(3000)
-    c.make_users(users)
-    for e, q in events.items():
-        c.make_event(e, q)
-    storm = Storm(c, list(events), users).start()
+    storm = fresh_storm(c, events)
     time.sleep(2.0)
     t_kill = time.monotonic()
     c.kill_node(1)
@@ -358,9 +312,7 @@ def test_writer_killed_then_rejoins_by_ist(gc):
     err_mark = os.path.getsize(c.node_err(1))
     # fresh users during the rejoin (ticket answers of the first storm's
     # pairs would all be 200s)
-    users2 = ids(3000)
-    c.make_users(users2)
-    storm2 = Storm(c, list(events), users2).start()
+    storm2 = fresh_storm(c, events, make_events=False)
     t_start = time.monotonic()
     c.start_node(1, timeout=90)
     synced_s = time.monotonic() - t_start
@@ -390,11 +342,7 @@ def writer_partition(c, name, events, cut, restore, unready):
     """A storm; node 1 (the writer) cut off by cut(1) 2 s in, back by
     restore(1) once HAProxy has marked it down and unready() held for 4 s;
     node 1 rejoins (IST) and takes the writes again."""
-    users = ids(3000)
-    c.make_users(users)
-    for e, q in events.items():
-        c.make_event(e, q)
-    storm = Storm(c, list(events), users).start()
+    storm = fresh_storm(c, events)
     time.sleep(2.0)
     t_cut = time.monotonic()
     cut(1)
@@ -449,7 +397,7 @@ def test_every_node_a_writer_and_one_cut_off(gc):
     host 3's health says 503 while its node refuses (1047), its reads are
     503 with Retry-After, and it does not open a connection per request."""
     c = gc
-    c.app_db = {i: c.ip["g%d" % i] for i in range(1, c.napps + 1)}
+    c.direct_db = {i: c.ip["g%d" % i] for i in range(1, c.napps + 1)}
     try:
         c.restart_apps()
         e_hot, e_pair = 31, 32
@@ -493,8 +441,8 @@ def test_every_node_a_writer_and_one_cut_off(gc):
                 got = []
                 while time.monotonic() - t_unready < 4.0:
                     path = ("/api/health", "/api/events")[k % 2]
-                    st, out = fcgi_tcp_request(c.ip["a3"], APP_PORT, "GET", path)
-                    got.append((path, st, b"Retry-After" in out))
+                    r = fcgi_request(c.instances[2].socket, "GET", path, timeout=5)
+                    got.append((path, r.status, "retry-after" in r.headers))
                 return got
             with concurrent.futures.ThreadPoolExecutor(8) as ex:
                 answers = [a for r in ex.map(hammer, range(8)) for a in r]
@@ -507,7 +455,7 @@ def test_every_node_a_writer_and_one_cut_off(gc):
             c.restore_replication(3)
         c.wait_synced(3, 60)
         h_after = wait_until("app host 3 healthy again",
-                             lambda: app_get(c, 3, "/api/health")[0] == 200, 30)
+                             lambda: app_get(c, 3, "/api/health").status == 200, 30)
         unready_s = t_end - t_unready
         RESULTS["multi_writer_node_cut_off"] = {
             "node_unready_after_cut_s": round(t_unready - t_cut, 2),
@@ -531,5 +479,5 @@ def test_every_node_a_writer_and_one_cut_off(gc):
         assert rec is not None and rec - rec0 <= limit, (rec, rec0, limit)
         check_tickets(c, hot + pair, {})
     finally:
-        c.app_db = {}
+        c.direct_db = {}
         c.restart_apps()
