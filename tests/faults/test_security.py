@@ -15,7 +15,7 @@ import pymysql
 import pytest
 
 from faultlib import SLOW, record, raw_exchange, send
-from harness import request_bytes, stdout_status
+from harness import free_port, request_bytes, stdout_status
 
 
 def _app_env(stack, **extra):
@@ -96,14 +96,6 @@ def test_row12_own_unix_socket_is_0660_whatever_the_umask(stack, tmp_path):
     record("12 security", own_socket_mode_umask_0="%04o" % mode)
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def _tcp_exchange(port, source, data, timeout):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -129,7 +121,7 @@ def test_row12_fcgi_web_server_addrs_on_tcp(stack):
     """On TCP, libfcgi accepts only the peers listed in
     FCGI_WEB_SERVER_ADDRS (exact IPv4 addresses): 127.0.0.2 is served,
     127.0.0.1 is closed without an answer."""
-    port = _free_port()
+    port = free_port()
     app = DirectApp(stack, "127.0.0.1:%d" % port, FCGI_WEB_SERVER_ADDRS="127.0.0.2")
     try:
         end = time.monotonic() + 10 * SLOW

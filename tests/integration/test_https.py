@@ -124,12 +124,6 @@ def test_https_is_http2_and_tls_12_or_13_only(stack):
 # ---------------------------------------------------------------------------
 # the shipped site, nginx/tickets.conf, run as it is but for ports and paths
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _render_site(stack, d, http_port, https_port, internal_port):
     with open(os.path.join(ROOT, "nginx", "tickets.conf")) as f:
         site = f.read()
@@ -183,9 +177,9 @@ def test_shipped_site_redirects_http_and_claims_over_https(stack, tmp_path):
     if not stack.instances:
         pytest.skip("needs a harness-started stack")
     d = str(tmp_path)
-    ports = [free_port() for _ in range(3)]
+    ports = [stack_mod.free_port() for _ in range(3)]
     while len(set(ports)) < 3:
-        ports = [free_port() for _ in range(3)]
+        ports = [stack_mod.free_port() for _ in range(3)]
     http_port, https_port, internal_port = ports
     _render_site(stack, d, http_port, https_port, internal_port)
     cmd = ["nginx", "-p", d + "/", "-c", os.path.join(d, "nginx.conf"),
