@@ -47,6 +47,41 @@ def pct(values, p):
 
 
 # ---------------------------------------------------------------------------
+# claims all at once
+
+def fire(base_url, jobs, threads, join=60.0):
+    """POST each job's claim ((user, event, token)) from `threads` clients
+    that start together; the Claims in job order.  Every client ends
+    within join (x SLOW) seconds."""
+    out = [None] * len(jobs)
+    nxt = [0]
+    lock = threading.Lock()
+    barrier = threading.Barrier(threads)
+
+    def work():
+        try:
+            barrier.wait(30)
+        except threading.BrokenBarrierError:
+            pass
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(jobs):
+                return
+            u, e, tok = jobs[i]
+            out[i] = send(base_url, "POST", path(e), tok, u, e, timeout=30)
+
+    ts = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(join * SLOW)
+    assert not any(t.is_alive() for t in ts), "clients still running"
+    return out
+
+
+# ---------------------------------------------------------------------------
 # a bounded storm of claims
 
 class Storm(object):
@@ -180,6 +215,24 @@ def assert_truthful(answers, allow=(200, 201, 503), busy_ok=True):
         elif a.wrong_ticket():
             bad.append(a)
     assert not bad, "untruthful answers (%d), e.g. %s" % (len(bad), bad[:5])
+
+
+def check_quota_storm(stack, st, pairs, event, quota, settle):
+    """After a Storm st over `pairs`, some of them of `event`, whose quota
+    `quota` is less than its pairs: every pair got a final answer, every
+    answer truthful (503s allowed), the claims agree with the rows, exactly
+    quota tickets of event and a final 409 for each of its other pairs, no
+    lock held after settle seconds.  Returns created and lost (see
+    check_claims_against_db) and the final statuses (a Counter)."""
+    assert not st.unfinished(), st.unfinished()[:5]
+    assert_truthful(st.answers, allow=(200, 201, 409, 503), busy_ok=True)
+    created, lost = check_claims_against_db(stack, st.answers, pairs)
+    final = collections.Counter(a.status for a in st.final.values())
+    assert stack.sql("SELECT COUNT(*) FROM free_tickets WHERE event_id=%s",
+                     [event])[0][0] == quota
+    assert final[409] == sum(1 for p in pairs if p[1] == event) - quota, final
+    assert wait_no_locks(stack, settle) == []
+    return created, lost, final
 
 
 def tickets_in_db(stack, event=None):

@@ -6,40 +6,9 @@ same test, and bounded."""
 import threading
 import time
 
-from faultlib import SLOW, assert_truthful, path, pct, record, send
+from faultlib import SLOW, assert_truthful, fire, pct, record
 
 LOCK_TIMEOUT = 1.0   # tests/harness TEST_APP_ENV
-
-
-def _fire(stack, jobs, threads):
-    """Send `jobs` ((user, event, token)) as POST claims from `threads`
-    clients that start together; returns the answers in job order."""
-    out = [None] * len(jobs)
-    nxt = [0]
-    lock = threading.Lock()
-    barrier = threading.Barrier(threads)
-
-    def work():
-        try:
-            barrier.wait(30)
-        except threading.BrokenBarrierError:
-            pass
-        while True:
-            with lock:
-                i = nxt[0]
-                nxt[0] += 1
-            if i >= len(jobs):
-                return
-            u, e, tok = jobs[i]
-            out[i] = send(stack.url, "POST", path(e), tok, u, e, timeout=30)
-
-    ts = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(60 * SLOW)
-    assert not any(t.is_alive() for t in ts), "clients still running"
-    return out
 
 
 def _jobs(stack, users, event):
@@ -66,7 +35,7 @@ def test_row4_stuck_lock_holder(stack):
     stack.make_users([42] + others)
     stack.make_event(7)
     stack.make_event(8)
-    base = _fire(stack, _jobs(stack, others[:200], 8), 20)
+    base = fire(stack.url, _jobs(stack, others[:200], 8), 20)
     assert [a.status for a in base] == [201] * 200, [a for a in base if a.status != 201][:5]
     holder = stack.db()
     try:
@@ -74,9 +43,9 @@ def test_row4_stuck_lock_holder(stack):
         cur.execute("SELECT GET_LOCK('tickets:user:42', 0)")
         assert cur.fetchone()[0] == 1
         tok = stack.token(42)
-        hot_t, hot = _in_background(_fire, stack, [(42, 7, tok)] * 40, 20)
+        hot_t, hot = _in_background(fire, stack.url, [(42, 7, tok)] * 40, 20)
         time.sleep(0.05)
-        during = _fire(stack, _jobs(stack, others[200:], 7), 20)
+        during = fire(stack.url, _jobs(stack, others[200:], 7), 20)
         hot_t.join(60 * SLOW)
         assert not hot_t.is_alive()
         stuck = hot["v"]
@@ -106,7 +75,7 @@ def test_row7_more_clients_than_threads(stack):
     users = list(range(90000, 90300))
     stack.make_users(users)
     stack.make_event(7)
-    answers = _fire(stack, _jobs(stack, users, 7), 300)
+    answers = fire(stack.url, _jobs(stack, users, 7), 300)
     assert_truthful(answers, allow=(201,))
     assert stack.sql("SELECT COUNT(*) FROM free_tickets")[0][0] == 300
     worst = max(a.elapsed for a in answers)
@@ -129,7 +98,7 @@ def test_row7_hot_user_does_not_starve_others(stack):
     stack.make_users([42] + others)
     stack.make_event(7)
     stack.make_event(8)
-    base = _fire(stack, _jobs(stack, others[:200], 8), 20)
+    base = fire(stack.url, _jobs(stack, others[:200], 8), 20)
     assert [a.status for a in base] == [201] * 200
     holder = stack.db()
     try:
@@ -137,7 +106,7 @@ def test_row7_hot_user_does_not_starve_others(stack):
         cur.execute("SELECT GET_LOCK('tickets:user:42', 0)")
         tok = stack.token(42)
         jobs = _jobs(stack, others[200:], 7)
-        hot_t, hot = _in_background(_fire, stack, [(42, 7, tok)] * 300, 300)
+        hot_t, hot = _in_background(fire, stack.url, [(42, 7, tok)] * 300, 300)
         # the clicks are piling up once their leaders wait on the lock:
         # watch them for 0.3 s, then let them through (lock timeout: 1 s)
 
@@ -148,7 +117,7 @@ def test_row7_hot_user_does_not_starve_others(stack):
                 cur.execute("SELECT RELEASE_LOCK('tickets:user:42')")
 
         peak_t, peak = _in_background(watch_then_release)
-        during = _fire(stack, jobs, 20)
+        during = fire(stack.url, jobs, 20)
         peak_t.join(10 * SLOW)
         peak = peak["v"]
         hot_t.join(60 * SLOW)

@@ -16,8 +16,9 @@ from faultlib import (SLOW, Storm, all_workers_serve,
                       assert_truthful, check_claims_against_db, raw_exchange,
                       record, wait_no_locks)
 from harness import (FCGI_ABORT_REQUEST, FCGI_BEGIN_REQUEST, FCGI_GET_VALUES,
-                     FCGI_PARAMS, FCGI_STDIN, begin_bytes, length_bytes,
-                     pair_bytes, record_bytes, request_bytes, stdout_status)
+                     FCGI_PARAMS, FCGI_STDIN, begin_bytes, claim_path,
+                     length_bytes, pair_bytes, record_bytes, request_bytes,
+                     stdout_status)
 
 THREADS = 8
 
@@ -47,7 +48,7 @@ def target(stack):
 
 
 def claim_request(stack, user=42, event=7, body=b'{"note": "x"}'):
-    return request_bytes("POST", "/api/events/%d/participation" % event,
+    return request_bytes("POST", claim_path(event),
                          headers={"Authorization": "Bearer " + stack.token(user),
                                   "Content-Type": "application/json"},
                          body=body)

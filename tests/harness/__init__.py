@@ -24,7 +24,7 @@ importable from the package:
 from .processes import (DEFAULT_BIN, ROOT, SANITIZER_MARKS,  # noqa: F401
                         MalformedResponse, StackError, build_for_tests,
                         children, free_port, guarded, is_nginx_worker,
-                        pid_alive, port_free, stop_process, tail_file,
+                        overlay, pid_alive, port_free, stop_process, tail_file,
                         wait_for, write_private)
 from .tls import make_ca, make_cert, make_server_tls  # noqa: F401
 from .mariadb import (DB_NAME, DB_TIME_ZONE, DB_USER,  # noqa: F401

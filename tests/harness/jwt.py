@@ -10,7 +10,7 @@ import json
 import secrets
 import time
 
-from .processes import write_private
+from .processes import overlay, write_private
 
 
 def _b64u(data):
@@ -39,12 +39,7 @@ def make_token(secret, sub, exp_delta=300, alg="HS256", header=None,
     """
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
-    hdr = {"alg": alg, "typ": "JWT"}
-    for k, v in (header or {}).items():
-        if v is None:
-            hdr.pop(k, None)
-        else:
-            hdr[k] = v
+    hdr = overlay({"alg": alg, "typ": "JWT"}, header or {})
     payload = {}
     if sub is not None:
         payload["sub"] = str(sub) if isinstance(sub, int) and not sub_raw \

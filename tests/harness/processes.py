@@ -39,6 +39,19 @@ class MalformedResponse(StackError):
     fatal = True
 
 
+def overlay(base, changes, drop=None):
+    """A copy of the dict base with changes made: a change whose value is
+    `drop` (default None) removes that key (an environment without a
+    variable, a token without a claim)."""
+    out = dict(base)
+    for k, v in changes.items():
+        if v is drop:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

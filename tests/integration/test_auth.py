@@ -17,9 +17,11 @@ import time
 
 import pytest
 
+from harness import claim_path, overlay
+
 USER = 4242
 EVENT = 77
-PATH = "/api/events/%d/participation" % EVENT
+PATH = claim_path(EVENT)
 
 
 def b64u(data):
@@ -44,17 +46,13 @@ def jwt(secret, payload, header=None, sign="HS256"):
     return signing_input + "." + b64u(sig)
 
 
-def claims(**over):
-    c = {"sub": str(USER), "exp": int(time.time()) + 300}
-    for k, v in over.items():
-        if v is DROP:
-            c.pop(k, None)
-        else:
-            c[k] = v
-    return c
-
-
 DROP = object()
+
+
+def claims(**over):
+    """The claims of a valid token, with over's changes (DROP: without)."""
+    return overlay({"sub": str(USER), "exp": int(time.time()) + 300}, over,
+                   drop=DROP)
 
 
 def error_body(resp):

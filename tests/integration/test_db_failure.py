@@ -7,9 +7,7 @@ import time
 
 import pytest
 
-
-def path(event_id):
-    return "/api/events/%s/participation" % event_id
+from helpers import path
 
 
 def assert_unavailable(resp):

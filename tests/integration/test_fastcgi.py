@@ -20,6 +20,7 @@ import time
 import pytest
 
 import harness as stack_mod  # tests/harness/, on sys.path via conftest
+from helpers import path
 
 CONTRACT_VARS = [
     "TICKETS_DB_SOCKET", "TICKETS_DB_HOST", "TICKETS_DB_PORT", "TICKETS_DB_USER",
@@ -61,10 +62,6 @@ def uri_params(document_uri=None, request_uri=None, token=None):
 def needs_harness(stack):
     if getattr(stack, "attached", False) or not getattr(stack, "instances", None):
         pytest.skip("needs a harness-started stack")
-
-
-def path(e):
-    return "/api/events/%s/participation" % e
 
 
 # ---------------------------------------------------------------------------
@@ -120,22 +117,11 @@ def test_direct_instances_agree(stack):
 # The binary: options, sockets, signals
 
 def app_env(stack, **extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICKETS_")}
-    env.update({
-        "TICKETS_DB_SOCKET": stack.db_socket,
-        "TICKETS_DB_USER": "tickets",
-        "TICKETS_DB_PASSWORD_FILE": stack.path("db-password"),
-        "TICKETS_DB_NAME": "tickets",
-        "TICKETS_JWT_SECRET_FILE": stack.secret_file,
-        "TICKETS_THREADS": "4",
-        "TICKETS_LOCK_TIMEOUT": "1",
-    })
-    for k, v in extra.items():
-        if v is None:
-            env.pop(k, None)
-        else:
-            env[k] = v
-    return env
+    """The harness's app environment, 4 threads, a 1 s lock timeout, then
+    extra (None: without that variable)."""
+    return stack_mod.overlay(stack_mod.app_env(
+        stack.dir, stack.db_socket,
+        {"TICKETS_THREADS": "4", "TICKETS_LOCK_TIMEOUT": "1"}), extra)
 
 
 def run_bin(stack, args, env, timeout=10, stdin=subprocess.DEVNULL):

@@ -35,7 +35,7 @@ def needs_tls(stack):
 
 def claim(stack, base, user, event, ctx=None):
     return stack_mod.http_request(base, "POST",
-                                  "/api/events/%d/participation" % event,
+                                  stack_mod.claim_path(event),
                                   token=stack.token(user), tls_context=ctx)
 
 
@@ -222,9 +222,4 @@ def test_shipped_site_redirects_http_and_claims_over_https(stack, tmp_path):
             _handshake(https_port, _client(stack, minimum=ssl.TLSVersion.TLSv1_1,
                                            maximum=ssl.TLSVersion.TLSv1_1))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stack_mod.stop_process(proc, 10, "nginx (the shipped site)")

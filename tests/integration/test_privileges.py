@@ -5,6 +5,8 @@ premium status or orders."""
 import pymysql
 import pytest
 
+from helpers import path
+
 
 def app_conn(stack):
     if not getattr(stack, "instances", None):
@@ -81,7 +83,7 @@ def test_app_user_reads_only_the_columns_it_needs(stack):
             conn.close()
 
         def claim(user, event):
-            return stack.request("POST", "/api/events/%d/participation" % event,
+            return stack.request("POST", path(event),
                                  token=stack.token(user))
         got = [(claim(1, 7).status, "created"), (claim(1, 7).status, "existing"),
                (claim(3, 7).status, "not premium"), (claim(1, 8).status, "not free"),

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from fixtures import own_stack  # noqa: E402
-from harness import free_port  # noqa: E402
+from harness import free_port, stop_process  # noqa: E402
 
 EXAMPLE = os.path.join(ROOT, "deploy", "prometheus", "prometheus.yml.example")
 RULES = os.path.join(ROOT, "deploy", "prometheus", "tickets-fcgi.rules.yml")
@@ -107,11 +107,6 @@ def test_prometheus_scrapes_each_instance_alone(stack):
             firing = query(base, 'ALERTS{alertstate="firing"}')
             assert not firing, firing
         finally:
-            p.terminate()
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            stop_process(p, 20, "prometheus")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
