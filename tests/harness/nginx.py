@@ -60,12 +60,14 @@ def php_block(php_socket):
 
 
 def render(run_dir, port, internal_port, tls_port, upstreams, web="", php="",
-           addr_limit=False):
+           addr_limit=False, token_limit=True, worker_processes=None):
     """nginx.conf.in into run_dir/nginx.conf (the listeners on 127.0.0.1 of
     the namespace nginx runs in; upstreams: the body of upstream_servers()),
     nginx/snippets/ into run_dir/snippets/.  The shipped per-address limit
     of tokenless requests is commented out unless addr_limit: every client
-    of a test is one address.  TLS: run_dir/tls/nginx.pem and its key."""
+    of a test is one address; the per-token one when not token_limit, and
+    worker_processes replaces the shipped count (bench/run's tuning runs).
+    TLS: run_dir/tls/nginx.pem and its key."""
     with open(TEMPLATE) as f:
         conf = f.read()
     values = {
@@ -89,22 +91,31 @@ def render(run_dir, port, internal_port, tls_port, upstreams, web="", php="",
                              % sorted(unknown))
         code = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], code)
         lines.append(code + hash_ + comment)
+    conf = "".join(lines)
+    if worker_processes is not None:
+        conf, n = re.subn(r"(?m)^worker_processes \d+;",
+                          "worker_processes %d;" % worker_processes, conf)
+        if n != 1:
+            raise StackError("nginx.conf.in: no worker_processes line")
     snippets = os.path.join(run_dir, "snippets")
     os.makedirs(snippets, exist_ok=True)
     for name in os.listdir(SNIPPETS):
         shutil.copyfile(os.path.join(SNIPPETS, name), os.path.join(snippets, name))
-    if not addr_limit:
+    for zone, on in (("tickets_per_addr", addr_limit),
+                     ("tickets_per_token", token_limit)):
+        if on:
+            continue
         public = os.path.join(snippets, "tickets-public.conf")
         with open(public) as f:
             text = f.read()
-        if "limit_req zone=tickets_per_addr" not in text:
-            raise StackError("tickets-public.conf: no per-address limit")
+        if "limit_req zone=" + zone not in text:
+            raise StackError("tickets-public.conf: no limit_req %s" % zone)
         with open(public, "w") as f:
-            f.write(text.replace("limit_req zone=tickets_per_addr",
-                                 "# limit_req zone=tickets_per_addr"))
+            f.write(text.replace("limit_req zone=" + zone,
+                                 "# limit_req zone=" + zone))
     os.makedirs(os.path.join(run_dir, "tmp"), exist_ok=True)
     with open(os.path.join(run_dir, "nginx.conf"), "w") as f:
-        f.write("".join(lines))
+        f.write(conf)
 
 
 def nginx_cmd(run_dir, *extra):

@@ -94,6 +94,10 @@ class Stack(Database):
         # client. set_addr_limit(True) puts it back (tests/integration/
         # test_pacing.py).
         self.addr_limit = False
+        # more render parameters, for bench/run's tuning runs: the shipped
+        # per-token limit_req on, nginx's worker_processes as shipped
+        self.token_limit = True
+        self.worker_processes = None
         self.tcp = tcp        # app instances on 127.0.0.1 TCP ports
         self.keep = keep
         self.quiet = quiet
@@ -471,7 +475,8 @@ class Stack(Database):
         render(self.dir, self.port, self.internal_port, self.tls_port,
                upstream_servers([i.upstream for i in self.instances],
                                 self.keepalive),
-               web, php, self.addr_limit)
+               web, php, self.addr_limit, self.token_limit,
+               self.worker_processes)
 
     def set_addr_limit(self, on):
         """The shipped per-address limit of tokenless requests on or off
