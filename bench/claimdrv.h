@@ -64,6 +64,8 @@ int simple(struct thr *t, const char *sql);
 int lock_stmt(struct thr *t, int id, char *name, double *timeout,
               int64_t *got, my_bool *nul);
 void b_i64(MYSQL_BIND *b, int64_t *v);
+void b_double(MYSQL_BIND *b, double *v);
+void b_time(MYSQL_BIND *b, MYSQL_TIME *v);
 void b_str(MYSQL_BIND *b, char *s, unsigned long *len);
 void b_out_i64(MYSQL_BIND *b, my_bool *isnull, int64_t *v);
 void b_out_str(MYSQL_BIND *b, my_bool *isnull, unsigned long *len,

@@ -192,9 +192,7 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     b_i64(&p[0], &user);
     b_i64(&p[1], &event);
     b_str(&p[2], code, &clen);
-    memset(&p[3], 0, sizeof(p[3]));
-    p[3].buffer_type = MYSQL_TYPE_DATETIME;
-    p[3].buffer = &mt;
+    b_time(&p[3], &mt);
     if (mysql_stmt_bind_param(t->st[ST_INSERT], p) ||
         mysql_stmt_execute(t->st[ST_INSERT]))
         return fail(t, t->st[ST_INSERT], "insert");
@@ -248,13 +246,9 @@ static int call_claim(struct thr *t, int64_t user, int64_t event, int fast)
     b_i64(&p[0], &user);
     b_i64(&p[1], &event);
     b_str(&p[2], name, &nlen);
-    memset(&p[3], 0, sizeof(p[3]));
-    p[3].buffer_type = MYSQL_TYPE_DOUBLE;
-    p[3].buffer = &timeout;
+    b_double(&p[3], &timeout);
     b_str(&p[4], code, &clen);
-    memset(&p[5], 0, sizeof(p[5]));
-    p[5].buffer_type = MYSQL_TYPE_DATETIME;
-    p[5].buffer = &mt;
+    b_time(&p[5], &mt);
     b_i64(&p[6], &fast64);
     for (i = 0; i < 8; i++)
         b_out_i64(&r[i], &nul[i], &v[i]);

@@ -52,6 +52,20 @@ void b_i64(MYSQL_BIND *b, int64_t *v)
     b->buffer = v;
 }
 
+void b_double(MYSQL_BIND *b, double *v)
+{
+    memset(b, 0, sizeof(*b));
+    b->buffer_type = MYSQL_TYPE_DOUBLE;
+    b->buffer = v;
+}
+
+void b_time(MYSQL_BIND *b, MYSQL_TIME *v)
+{
+    memset(b, 0, sizeof(*b));
+    b->buffer_type = MYSQL_TYPE_DATETIME;
+    b->buffer = v;
+}
+
 void b_str(MYSQL_BIND *b, char *s, unsigned long *len)
 {
     memset(b, 0, sizeof(*b));
@@ -192,11 +206,8 @@ int lock_stmt(struct thr *t, int id, char *name, double *timeout,
     unsigned long nlen;
 
     b_str(&p[0], name, &nlen);
-    if (timeout) {
-        memset(&p[1], 0, sizeof(p[1]));
-        p[1].buffer_type = MYSQL_TYPE_DOUBLE;
-        p[1].buffer = timeout;
-    }
+    if (timeout)
+        b_double(&p[1], timeout);
     b_out_i64(&r[0], nul, got);
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r) || fetch_one(st) != 1)
