@@ -130,14 +130,23 @@ def need_wrk():
 # ---------------------------------------------------------------------------
 # the load generators' command lines and outputs
 
-def wrk_cmd(url, mode, conns, seconds, timeout="10s", **args):
+def wrk_cmd(url, mode, conns, seconds, timeout="10s", threads=None, **args):
     """wrk with bench/lua/bench.lua; args are the script's key=value."""
-    threads = 1 if conns < 2 else 2
+    threads = threads or (1 if conns < 2 else 2)
     kv = dict(mode=mode, threads=threads)
     kv.update(args)
     return ["wrk", "-t%d" % threads, "-c%d" % conns,
             "-d%ds" % max(1, round(seconds)), "--timeout", timeout, "-s", LUA,
             url, "--"] + ["%s=%s" % item for item in kv.items()]
+
+
+def made_arg(create, conc, threads=None):
+    """bench.lua's made= for a replay over the pairs of a create run (a
+    row with wrk's answers per thread): per thread, its answers less the
+    requests still in flight at the end."""
+    threads = threads or (1 if conc < 2 else 2)
+    per_thread = max(1, conc // threads)
+    return ",".join(str(max(1, a - per_thread)) for a in create["answers"])
 
 
 def parse_wrk(job):

@@ -207,7 +207,7 @@ def hot_controls(b, c, hot_conns, secs, delay_ms, lead):
             made = last_create(b)
             jobs.append((b.wrk_cmd("repeat", hot_conns, secs + 2 * ahead,
                                    start=made["start"],
-                                   made=b.made_of(made, hot_conns)),
+                                   made=measure.made_arg(made, hot_conns)),
                          "wrk-volume"))
         elif block is not None:
             # a fresh block of events: the storm begins anew

@@ -311,21 +311,13 @@ class Bench(object):
                                  % (scenario, conc, bad))
         return rec
 
-    @staticmethod
-    def made_of(create, conc):
-        """wrk's made= for a replay over the pairs of a create run: per
-        thread, its answers less the requests still in flight at the end."""
-        threads = 1 if conc < 2 else 2
-        per_thread = max(1, conc // threads)
-        return ",".join(str(max(1, a - per_thread)) for a in create["answers"])
-
     def app_replay(self, scenario, mode, conc, made_from, seconds=None,
                    **extra):
         """mode repeat (POST) or get (GET) over the pairs of a create run."""
         seconds = seconds or self.seconds
         (job,), meta = self.meter.measure([(self.wrk_cmd(
             mode, conc, seconds, start=made_from["start"],
-            made=self.made_of(made_from, conc)), "wrk")])
+            made=measure.made_arg(made_from, conc)), "wrk")])
         r = measure.parse_wrk(job)
         rec = self.record(scenario, "app", mode, conc, r, meta, **extra)
         # a create run's last answers are not all in: a few of its pairs may
