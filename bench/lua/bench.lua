@@ -50,6 +50,15 @@ local function parse(args)
    return o
 end
 
+-- the lines of a file (no file: none)
+local function read_lines(path)
+   local lines = {}
+   if path then
+      for line in io.lines(path) do lines[#lines + 1] = line end
+   end
+   return lines
+end
+
 local cfg, toks, made, hot_toks
 local spellings = {"Bearer ", "bearer ", "BEARER  ", "bEaReR   ", "BeArEr "}
 local n = 0
@@ -65,12 +74,7 @@ function init(args)
    cfg.threads = tonumber(cfg.threads or "1")
    cfg.burst = tonumber(cfg.burst or "100")
    cfg.delay_ms = tonumber(cfg.delay_ms or "0")
-   toks = {}
-   if cfg.tokens then
-      for line in io.lines(cfg.tokens) do
-         toks[#toks + 1] = line
-      end
-   end
+   toks = read_lines(cfg.tokens)
    if cfg.made then
       local m = {}
       for x in cfg.made:gmatch("%d+") do m[#m + 1] = tonumber(x) end
@@ -82,12 +86,7 @@ function init(args)
    maxk = -1
    if cfg.mode == "hot" then
       hdrs = {Authorization = "Bearer " .. cfg.hot_token}
-      hot_toks = {}
-      if cfg.hot_tokens then
-         for line in io.lines(cfg.hot_tokens) do
-            hot_toks[#hot_toks + 1] = line
-         end
-      end
+      hot_toks = read_lines(cfg.hot_tokens)
    end
    -- wrk asks thread 0's script after init() whether delay() exists, and
    -- then calls it before every request: define it only when asked
