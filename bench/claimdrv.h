@@ -13,6 +13,8 @@
 
 #include <mysql.h>
 
+#include "../fcgi-app/db_bind.h"
+
 enum mode { M_A, M_B, M_B2, M_GLANCE, M_FACTS, M_Q, M_PING };
 
 /* the command line (claimdrv.c) */
@@ -63,13 +65,8 @@ int fetch_one(MYSQL_STMT *st);
 int simple(struct thr *t, const char *sql);
 int lock_stmt(struct thr *t, int id, char *name, double *timeout,
               int64_t *got, my_bool *nul);
-void b_i64(MYSQL_BIND *b, int64_t *v);
 void b_double(MYSQL_BIND *b, double *v);
 void b_time(MYSQL_BIND *b, MYSQL_TIME *v);
-void b_str(MYSQL_BIND *b, char *s, unsigned long *len);
-void b_out_i64(MYSQL_BIND *b, my_bool *isnull, int64_t *v);
-void b_out_str(MYSQL_BIND *b, my_bool *isnull, unsigned long *len,
-               char *buf, size_t size);
 void new_code(char out[33]);
 void new_time(MYSQL_TIME *mt);
 

@@ -46,13 +46,13 @@ static int read_facts(struct thr *t, bool full, int64_t user, int64_t event,
     MYSQL_TIME created;
 
     memset(f, 0, sizeof(*f));
-    b_i64(&p[0], &user);
-    b_i64(&p[1], &user);
-    b_i64(&p[2], &user);
-    b_i64(&p[3], &event);
+    db_bind_i64(&p[0], &user);
+    db_bind_i64(&p[1], &user);
+    db_bind_i64(&p[2], &user);
+    db_bind_i64(&p[3], &event);
     for (i = 0; i < 7; i++)
-        b_out_i64(&r[i], &nul[i], &v[i]);
-    b_out_str(&r[7], &nul[7], &len[7], f->code, sizeof(f->code));
+        db_out_i64(&r[i], &nul[i], &v[i]);
+    db_out_str(&r[7], &nul[7], &len[7], f->code, sizeof(f->code));
     memset(&r[8], 0, sizeof(r[8]));
     r[8].buffer_type = MYSQL_TYPE_DATETIME;
     r[8].buffer = &created;
@@ -104,12 +104,12 @@ static int seat(struct thr *t, int64_t user, int64_t event)
     MYSQL_STMT *st = t->st[ST_SEAT];
     MYSQL_BIND p[6];
 
-    b_i64(&p[0], &event);
-    b_i64(&p[1], &user);
-    b_i64(&p[2], &user);
-    b_i64(&p[3], &event);
-    b_i64(&p[4], &user);
-    b_i64(&p[5], &event);
+    db_bind_i64(&p[0], &event);
+    db_bind_i64(&p[1], &user);
+    db_bind_i64(&p[2], &user);
+    db_bind_i64(&p[3], &event);
+    db_bind_i64(&p[4], &user);
+    db_bind_i64(&p[5], &event);
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st)) {
         fail(t, st, "seat");
         return -1;
@@ -132,9 +132,9 @@ static int seat_call(struct thr *t, int64_t user, int64_t event)
     int64_t got = -1;
     int rc;
 
-    b_i64(&p[0], &event);
-    b_i64(&p[1], &user);
-    b_out_i64(&r[0], &nul, &got);
+    db_bind_i64(&p[0], &event);
+    db_bind_i64(&p[1], &user);
+    db_out_i64(&r[0], &nul, &got);
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r) || fetch_one(st) != 1) {
         fail(t, st, "seat call");
@@ -189,9 +189,9 @@ static int claim_a(struct thr *t, int64_t user, int64_t event)
     }
     new_code(code);
     new_time(&mt);
-    b_i64(&p[0], &user);
-    b_i64(&p[1], &event);
-    b_str(&p[2], code, &clen);
+    db_bind_i64(&p[0], &user);
+    db_bind_i64(&p[1], &event);
+    db_bind_str(&p[2], code, &clen);
     b_time(&p[3], &mt);
     if (mysql_stmt_bind_param(t->st[ST_INSERT], p) ||
         mysql_stmt_execute(t->st[ST_INSERT]))
@@ -243,17 +243,17 @@ static int call_claim(struct thr *t, int64_t user, int64_t event, int fast)
     snprintf(name, sizeof(name), "%s%" PRId64, opt.lock_prefix, user);
     new_code(code);
     new_time(&mt);
-    b_i64(&p[0], &user);
-    b_i64(&p[1], &event);
-    b_str(&p[2], name, &nlen);
+    db_bind_i64(&p[0], &user);
+    db_bind_i64(&p[1], &event);
+    db_bind_str(&p[2], name, &nlen);
     b_double(&p[3], &timeout);
-    b_str(&p[4], code, &clen);
+    db_bind_str(&p[4], code, &clen);
     b_time(&p[5], &mt);
-    b_i64(&p[6], &fast64);
+    db_bind_i64(&p[6], &fast64);
     for (i = 0; i < 8; i++)
-        b_out_i64(&r[i], &nul[i], &v[i]);
-    b_out_str(&r[8], &nul[8], &len[8], rcode, sizeof(rcode));
-    b_out_str(&r[9], &nul[9], &len[9], rcreated, sizeof(rcreated));
+        db_out_i64(&r[i], &nul[i], &v[i]);
+    db_out_str(&r[8], &nul[8], &len[8], rcode, sizeof(rcode));
+    db_out_str(&r[9], &nul[9], &len[9], rcreated, sizeof(rcreated));
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st))
         return fail(t, st, "call");
     if (mysql_stmt_field_count(st) == 0)
@@ -320,7 +320,7 @@ int claim(struct thr *t, int64_t user, int64_t event)
 
         memset(p, 0, sizeof(p));
         for (i = 0; i < nb && i < 8; i++)
-            b_i64(&p[i], opt.qbind[i] == 'u' ? &user : &event);
+            db_bind_i64(&p[i], opt.qbind[i] == 'u' ? &user : &event);
         if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st))
             return fail(t, st, "q");
         while ((o = mysql_stmt_fetch(st)) == 0 || o == MYSQL_DATA_TRUNCATED)

@@ -45,13 +45,6 @@ static const char *const st_sql[NST] = {
     CLAIM_SQL_FACTS, CLAIM_SQL_LOCK, CLAIM_SQL_UNLOCK, CLAIM_SQL_SEAT,
     CLAIM_SQL_INSERT, SQL_CALL, CLAIM_SQL_GLANCE, NULL, SQL_SEAT_CALL};
 
-void b_i64(MYSQL_BIND *b, int64_t *v)
-{
-    memset(b, 0, sizeof(*b));
-    b->buffer_type = MYSQL_TYPE_LONGLONG;
-    b->buffer = v;
-}
-
 void b_double(MYSQL_BIND *b, double *v)
 {
     memset(b, 0, sizeof(*b));
@@ -64,35 +57,6 @@ void b_time(MYSQL_BIND *b, MYSQL_TIME *v)
     memset(b, 0, sizeof(*b));
     b->buffer_type = MYSQL_TYPE_DATETIME;
     b->buffer = v;
-}
-
-void b_str(MYSQL_BIND *b, char *s, unsigned long *len)
-{
-    memset(b, 0, sizeof(*b));
-    *len = strlen(s);
-    b->buffer_type = MYSQL_TYPE_STRING;
-    b->buffer = s;
-    b->buffer_length = *len;
-    b->length = len;
-}
-
-void b_out_i64(MYSQL_BIND *b, my_bool *isnull, int64_t *v)
-{
-    memset(b, 0, sizeof(*b));
-    b->buffer_type = MYSQL_TYPE_LONGLONG;
-    b->buffer = v;
-    b->is_null = isnull;
-}
-
-void b_out_str(MYSQL_BIND *b, my_bool *isnull, unsigned long *len,
-               char *buf, size_t size)
-{
-    memset(b, 0, sizeof(*b));
-    b->buffer_type = MYSQL_TYPE_STRING;
-    b->buffer = buf;
-    b->buffer_length = size;
-    b->is_null = isnull;
-    b->length = len;
 }
 
 void connect_thr(struct thr *t)
@@ -205,10 +169,10 @@ int lock_stmt(struct thr *t, int id, char *name, double *timeout,
     MYSQL_BIND p[2], r[1];
     unsigned long nlen;
 
-    b_str(&p[0], name, &nlen);
+    db_bind_str(&p[0], name, &nlen);
     if (timeout)
         b_double(&p[1], timeout);
-    b_out_i64(&r[0], nul, got);
+    db_out_i64(&r[0], nul, got);
     if (mysql_stmt_bind_param(st, p) || mysql_stmt_execute(st) ||
         mysql_stmt_bind_result(st, r) || fetch_one(st) != 1)
         return fail(t, st, id == ST_LOCK ? "GET_LOCK" : "RELEASE_LOCK");

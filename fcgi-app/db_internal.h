@@ -1,7 +1,7 @@
 /*
  * db_internal.h: what the files behind db.h share, and only they include.
  *
- * db.h is the database module's one interface; five files implement it,
+ * db.h is the database module's one interface; six files implement it,
  * one concern each, in the order a claim meets them:
  *
  *   db_read.c    the reads that open a request, may reconnect and run once
@@ -9,13 +9,15 @@
  *                look, a ticket, the events list
  *   db_conn.c    the connection: open (timeouts, session settings, TLS),
  *                reuse or reopen (db_ensure), close; error mapping (db_fail)
- *   db_stmt.c    the prepared statements: their text, preparing, binding,
+ *   db_stmt.c    the prepared statements: their text, preparing,
  *                running and fetching
  *   db_claim.c   what a claim does on its open session: the named lock, the
  *                transaction, the ticket's insert, the seat, the retry pause
  *   db_health.c  db_ping, db_ready, and what Galera adds to them
+ *   db_bind.c    MYSQL_BINDs for parameters and columns (db_bind.h, which
+ *                bench/claimdrv shares)
  *
- * These files and this header are the only ones of the app that include
+ * These files and these headers are the only ones of the app that include
  * <mysql.h> (the Makefile gives no other its path): struct db stays opaque
  * to everything else.
  *
@@ -33,6 +35,7 @@
 
 #include "config.h"
 #include "db.h"
+#include "db_bind.h"
 
 /* The prepared statements of a connection (their text: db_stmt.c). */
 enum stmt_id {
@@ -97,19 +100,6 @@ enum db_status db_exec(struct db *db, enum stmt_id id, MYSQL_BIND *params,
 enum db_status db_fetch(struct db *db, enum stmt_id id);
 /* Fetch at most one row and drain the rest of the result. */
 enum db_status db_fetch_one(struct db *db, enum stmt_id id);
-
-/* Parameters: v and s are borrowed until the statement has run; *len is
- * set to strlen(s). */
-void db_bind_i64(MYSQL_BIND *b, const int64_t *v);
-void db_bind_str(MYSQL_BIND *b, const char *s, unsigned long *len);
-/* Result columns, written by each fetch; is_null and len may be read after
- * it.  A string column is NUL-terminated when it fits in size. */
-void db_out_i64(MYSQL_BIND *b, my_bool *is_null, int64_t *v);
-void db_out_str(MYSQL_BIND *b, my_bool *is_null, unsigned long *len,
-                char *buf, size_t size);
-/* A DATETIME column, fetched as MYSQL_TIME (cheaper for the server than
- * DATE_FORMAT). */
-void db_out_time(MYSQL_BIND *b, my_bool *is_null, MYSQL_TIME *t);
 
 /* db_health.c */
 
