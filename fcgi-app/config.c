@@ -101,10 +101,14 @@ static const struct option_def options[] = {
      "it); keep the front's keepalive timeout below it"},
     {"pace-rate", "TICKETS_PACE_RATE", "10", OPT_LONG, OFF(pace_rate), 0,
      1000000, "claims per second one user (by verified id) may send to the "
-              "database; the excess is answered from memory or 503 busy "
-              "(0: no pacing)"},
+              "database; the excess waits for a token, then is answered "
+              "from memory or 503 busy (0: no pacing)"},
     {"pace-burst", "TICKETS_PACE_BURST", "20", OPT_LONG, OFF(pace_burst), 1,
      1000000, "claims one user may send at once before the pace applies"},
+    {"pace-park", "TICKETS_PACE_PARK", "1", OPT_SECONDS, OFF(pace_park_us), 0,
+     60, "seconds a claim over the pace may wait, without a thread, for "
+         "the user's next token (at most half its request budget; "
+         "decimals allowed; 0: answered at once)"},
     {"events-cache", "TICKETS_EVENTS_CACHE", "0", OPT_SECONDS,
      OFF(events_cache_us), 0, 60,
      "seconds older than its request an answer of GET /api/events may be "

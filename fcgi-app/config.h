@@ -60,6 +60,8 @@ struct config {
     int64_t idle_timeout_us; /* kept idle connections; 0: no limit */
     long pace_rate;         /* claims/s a user may send to the database; 0: off */
     long pace_burst;        /* ... after this many at once */
+    int64_t pace_park_us;   /* a claim over the pace waits at most this
+                             * long for a token; 0: answered at once */
     int64_t events_cache_us; /* GET /api/events: how stale, at most */
     bool unsafe_no_lock;    /* TEST ONLY: no GET_LOCK, no coalescing; only
                                a test build (TICKETS_TEST_BUILD) sets it */

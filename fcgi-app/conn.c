@@ -4,12 +4,14 @@
  * hold a whole request.
  *
  * Every open connection is in exactly one place: watched by the loop (a
- * slot in one of its lists: arriving, idle, closing), in the ready queue,
- * or with a worker (served, or parked behind a claim of the same user).
- * `open` counts them all.  The loop and the workers share one mutex; it is
- * held for list and queue updates and for a peek at a socket, never while
- * waiting.  Connections are registered edge-triggered, so a request that
- * is still arriving wakes the loop once per new segment, not in a spin.
+ * slot in one of its lists: arriving, idle, closing, or parked: put aside
+ * until a time, conn_park.c), in the ready queue or the list of parked
+ * requests due, or with a worker (served, or parked behind a claim of the
+ * same user).  `open` counts them all.  The loop and the workers share one
+ * mutex; it is held for list and queue updates and for a peek at a socket,
+ * never while waiting.  Connections are registered edge-triggered, so a
+ * request that is still arriving wakes the loop once per new segment, not
+ * in a spin.
  *
  * A connection the front asked us to close (no FCGI_KEEP_CONN) is closed
  * the way libfcgi and nginx do it, lingering: shut down our sending side,
@@ -20,81 +22,31 @@
  */
 #include "conn.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 
+#include "conn_int.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
 
-/*
- * The most of a request the loop looks at.  nginx's params stay far below
- * it (its request headers are bounded by large_client_header_buffers, 4 x
- * 8 KiB by default); params that do not end within it are refused.
- */
-#define PEEK_WINDOW (128 * 1024)
 #define EVENTS_MAX 256
 #define ACCEPT_BATCH 64        /* accepts per wake-up, then other events */
 #define ACCEPT_PAUSE_US 100000 /* after EMFILE and the like */
 #define LINGER_US 2000000      /* libfcgi's LIBFCGI_OS_CLOSE_POLL_TIMEOUT */
 #define LIMIT_LOG_US 60000000  /* one "limit reached" line a minute */
 #define FD_RESERVE 64          /* descriptors besides connections and DB */
-#define ADDRS_MAX 32
 #define TICK_MS 1000           /* the longest sleep of the loop */
 #define DRAIN_US 500000        /* at stop: kept connections' last requests */
-
-enum slot_state { SLOT_FREE, SLOT_ARRIVING, SLOT_IDLE, SLOT_CLOSING };
-
-struct slot {
-    int64_t since_us; /* entered its state: deadlines count from here */
-    int prev, next;   /* neighbours in the list of its state; -1 ends */
-    unsigned char state;
-};
-
-/* Oldest first: entries are appended with since_us = now. */
-struct fd_list {
-    int head, tail;
-    long n;
-};
-
-struct conn_layer {
-    pthread_mutex_t mu; /* guards everything below but the constants */
-    pthread_cond_t ready_cv;
-    pthread_t thread;
-    int epfd, wakefd, listen_fd, dead_fd;
-    bool unix_listener;
-    long max_conns;
-    int64_t read_timeout_us, idle_timeout_us;
-    struct in6_addr allowed[ADDRS_MAX]; /* IPv4 as ::ffff:a.b.c.d */
-    int nallowed;
-
-    struct slot *slots; /* indexed by descriptor */
-    int nslots;
-    struct fd_list lists[SLOT_CLOSING + 1]; /* by state; [SLOT_FREE] unused */
-    int *ready;         /* ring of descriptors holding a whole request */
-    int64_t *ready_since; /* ... and when each began to arrive */
-    long ready_cap, ready_head, ready_n;
-    long open;
-    bool listening;     /* listen_fd is in the epoll set */
-    int64_t resume_us;  /* accepting paused until then (0: not for time) */
-    int64_t limit_logged_us;
-    bool stopping, exiting;
-    bool draining;          /* stopping, kept connections' last requests */
-    int64_t drain_until_us;
-    unsigned char window[PEEK_WINDOW]; /* the loop thread's peek buffer */
-};
 
 static void list_push(struct conn_layer *l, enum slot_state st, int fd)
 {
@@ -130,9 +82,10 @@ static void list_del(struct conn_layer *l, int fd)
     s->state = SLOT_FREE;
 }
 
-static void update_gauges(const struct conn_layer *l)
+void conn_update_gauges(const struct conn_layer *l)
 {
-    metrics_set_connections(l->open, l->lists[SLOT_IDLE].n);
+    metrics_set_connections(l->open, l->lists[SLOT_IDLE].n,
+                            l->lists[SLOT_PARKED].n);
 }
 
 static void set_listening(struct conn_layer *l, bool on)
@@ -163,27 +116,38 @@ static void forget(struct conn_layer *l)
     l->open--;
     if (accepting(l) && !l->resume_us && l->open < l->max_conns)
         set_listening(l, true);
-    update_gauges(l);
+    conn_update_gauges(l);
+}
+
+/* Start watching fd in state st: 0, or a negative errno (fd untouched). */
+int conn_try_watch(struct conn_layer *l, int fd, enum slot_state st)
+{
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
+                             .data.fd = fd};
+
+    if (fd >= l->nslots)
+        return -EBADF;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return -errno;
+    list_push(l, st, fd);
+    conn_update_gauges(l);
+    return 0;
 }
 
 /* Start watching fd, which the loop now owns, in state st. */
 static void watch(struct conn_layer *l, int fd, enum slot_state st)
 {
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
-                             .data.fd = fd};
+    int rc = conn_try_watch(l, fd, st);
 
-    if (fd >= l->nslots || epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    if (rc < 0) {
         log_msg(LOG_ERROR, "cannot watch connection %d: %s", fd,
-                fd >= l->nslots ? "descriptor out of range" : strerror(errno));
+                rc == -EBADF ? "descriptor out of range" : strerror(-rc));
         close(fd);
         forget(l);
-        return;
     }
-    list_push(l, st, fd);
-    update_gauges(l);
 }
 
-static void unwatch(struct conn_layer *l, int fd)
+void conn_unwatch(struct conn_layer *l, int fd)
 {
     list_del(l, fd);
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
@@ -191,7 +155,7 @@ static void unwatch(struct conn_layer *l, int fd)
 
 static void close_watched(struct conn_layer *l, int fd)
 {
-    unwatch(l, fd);
+    conn_unwatch(l, fd);
     close(fd);
     forget(l);
 }
@@ -204,11 +168,11 @@ static void hand_over(struct conn_layer *l, int fd)
     l->ready_since[at] = l->slots[fd].state == SLOT_IDLE
                              ? util_now_us()
                              : l->slots[fd].since_us;
-    unwatch(l, fd);
+    conn_unwatch(l, fd);
     l->ready[at] = fd;
     l->ready_n++;
     pthread_cond_signal(&l->ready_cv);
-    update_gauges(l);
+    conn_update_gauges(l);
 }
 
 /* Read and drop what a lingering peer sends; close at its EOF. */
@@ -229,6 +193,10 @@ static void on_readable(struct conn_layer *l, int fd, uint32_t events)
 
     if (s->state == SLOT_CLOSING) {
         on_lingering(l, fd);
+        return;
+    }
+    if (s->state == SLOT_PARKED) {
+        conn_park_event(l, fd, events);
         return;
     }
     n = recv(fd, l->window, sizeof(l->window), MSG_PEEK | MSG_DONTWAIT);
@@ -260,46 +228,8 @@ static void on_readable(struct conn_layer *l, int fd, uint32_t events)
     if (s->state == SLOT_IDLE) { /* a request began: its clock starts */
         list_del(l, fd);
         list_push(l, SLOT_ARRIVING, fd);
-        update_gauges(l);
+        conn_update_gauges(l);
     }
-}
-
-static bool peer_allowed(const struct conn_layer *l,
-                         const struct sockaddr_storage *sa)
-{
-    struct in6_addr a;
-    int i;
-
-    if (l->nallowed == 0)
-        return true;
-    if (sa->ss_family == AF_INET) {
-        memset(&a, 0, sizeof(a));
-        a.s6_addr[10] = a.s6_addr[11] = 0xff;
-        memcpy(&a.s6_addr[12],
-               &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-    } else if (sa->ss_family == AF_INET6) {
-        a = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
-    } else {
-        return true; /* a unix socket: its file mode guards it */
-    }
-    for (i = 0; i < l->nallowed; i++)
-        if (memcmp(&a, &l->allowed[i], sizeof(a)) == 0)
-            return true;
-    return false;
-}
-
-static void setup_socket(const struct conn_layer *l, int fd,
-                         const struct sockaddr_storage *sa)
-{
-    struct timeval tv = {.tv_sec = l->read_timeout_us / 1000000,
-                         .tv_usec = l->read_timeout_us % 1000000};
-    int one = 1;
-
-    /* bounds a worker's read of an oversized request and every write */
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    if (sa->ss_family == AF_INET || sa->ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 /* At the limit: make room by closing the longest idle kept connection. */
@@ -346,12 +276,12 @@ static void accept_some(struct conn_layer *l)
             l->resume_us = util_now_us() + ACCEPT_PAUSE_US;
             return;
         }
-        if (!peer_allowed(l, &sa)) {
+        if (!conn_addr_allowed(l->allowed, l->nallowed, &sa)) {
             metrics_inc(METRIC_connections_refused);
             close(fd);
             continue;
         }
-        setup_socket(l, fd, &sa);
+        conn_setup_socket(fd, &sa, l->read_timeout_us);
         l->open++;
         metrics_inc(METRIC_connections_accepted);
         watch(l, fd, SLOT_ARRIVING);
@@ -404,7 +334,19 @@ static void end_drain(struct conn_layer *l)
 static bool all_served(const struct conn_layer *l)
 {
     return l->stopping && !l->draining && l->ready_n == 0 &&
-           l->lists[SLOT_ARRIVING].n == 0;
+           l->lists[SLOT_ARRIVING].n == 0 && l->parked.n == 0 &&
+           !l->due_head;
+}
+
+/* How long the loop may sleep: a tick, less if a parked request is due. */
+static int loop_timeout(const struct conn_layer *l, int64_t now)
+{
+    const struct park_entry *p = park_peek(&l->parked);
+    int64_t ms = l->draining ? (l->drain_until_us - now) / 1000 + 1 : TICK_MS;
+
+    if (p && p->due_us - now < ms * 1000) /* rounded up: never early */
+        ms = p->due_us <= now ? 0 : (p->due_us - now + 999) / 1000;
+    return (int)ms;
 }
 
 static void *loop_main(void *arg)
@@ -437,100 +379,25 @@ static void *loop_main(void *arg)
         }
         now = util_now_us();
         sweep(l, now);
+        conn_park_resume_due(l, now);
         if (l->draining && (l->lists[SLOT_IDLE].n == 0 ||
                             now >= l->drain_until_us))
             end_drain(l);
         if (all_served(l))
             pthread_cond_broadcast(&l->ready_cv); /* workers may leave */
-        timeout = l->draining ? (int)((l->drain_until_us - now) / 1000) + 1
-                              : TICK_MS;
+        timeout = loop_timeout(l, now);
         pthread_mutex_unlock(&l->mu);
     }
     return NULL;
 }
 
-static void wake_loop(const struct conn_layer *l)
+void conn_wake_loop(const struct conn_layer *l)
 {
     uint64_t one = 1;
 
     if (write(l->wakefd, &one, sizeof(one)) < 0)
         log_msg(LOG_WARN, "cannot wake the connection loop: %s",
                 strerror(errno));
-}
-
-/* FCGI_WEB_SERVER_ADDRS: comma-separated IPv4 or IPv6 addresses. */
-static int parse_allowed(struct conn_layer *l, const char *list)
-{
-    char item[INET6_ADDRSTRLEN + 1];
-
-    while (list && *list) {
-        size_t len = strcspn(list, ",");
-        const char *p = list;
-        struct in_addr v4;
-
-        while (len && (*p == ' ' || *p == '\t'))
-            p++, len--;
-        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
-            len--;
-        list += strcspn(list, ",");
-        list += *list == ',';
-        if (len == 0)
-            continue;
-        if (len >= sizeof(item) || l->nallowed == ADDRS_MAX)
-            goto bad;
-        memcpy(item, p, len);
-        item[len] = '\0';
-        if (inet_pton(AF_INET, item, &v4) == 1) {
-            struct in6_addr *a = &l->allowed[l->nallowed++];
-
-            memset(a, 0, sizeof(*a));
-            a->s6_addr[10] = a->s6_addr[11] = 0xff;
-            memcpy(&a->s6_addr[12], &v4, 4);
-        } else if (inet_pton(AF_INET6, item, &l->allowed[l->nallowed]) ==
-                   1) {
-            l->nallowed++;
-        } else {
-            goto bad;
-        }
-    }
-    return 0;
-bad:
-    log_msg(LOG_ERROR, "FCGI_WEB_SERVER_ADDRS: '%.*s' is not an IPv4 or "
-                       "IPv6 address (or more than %d are listed)",
-            (int)strcspn(item, ","), item, ADDRS_MAX);
-    return -1;
-}
-
-/*
- * Raise the soft descriptor limit to what max_conns needs (as nginx's
- * worker_rlimit_nofile, php-fpm's rlimit_files); with a lower hard limit,
- * lower max_conns instead and say so.
- */
-static int fit_descriptors(struct conn_layer *l, long threads)
-{
-    rlim_t need = (rlim_t)(l->max_conns + 2 * threads + FD_RESERVE);
-    struct rlimit rl;
-
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        return -1;
-    if (rl.rlim_cur < need) {
-        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
-        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-            getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur < need) {
-        long fit = (long)rl.rlim_cur - 2 * threads - FD_RESERVE;
-
-        if (fit < 16)
-            fit = 16;
-        log_msg(LOG_WARN, "descriptor limit %lu allows %ld connections, "
-                          "not TICKETS_MAX_CONNS=%ld",
-                (unsigned long)rl.rlim_cur, fit, l->max_conns);
-        l->max_conns = fit;
-    }
-    /* descriptors are allocated lowest first: the open ones stay below */
-    l->nslots = (int)(l->max_conns + 2 * threads + FD_RESERVE);
-    return 0;
 }
 
 struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
@@ -549,13 +416,17 @@ struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
     l->max_conns = cfg->max_conns;
     l->read_timeout_us = cfg->read_timeout_us;
     l->idle_timeout_us = cfg->idle_timeout_us;
-    for (i = 0; i <= SLOT_CLOSING; i++)
+    for (i = 0; i <= SLOT_PARKED; i++)
         l->lists[i].head = l->lists[i].tail = -1;
     l->unix_listener = getsockname(listen_fd, (struct sockaddr *)&sa,
                                    &len) == 0 && sa.ss_family == AF_UNIX;
-    if (parse_allowed(l, getenv("FCGI_WEB_SERVER_ADDRS")) < 0 ||
-        fit_descriptors(l, threads) < 0)
+    l->nallowed = conn_addr_parse(getenv("FCGI_WEB_SERVER_ADDRS"),
+                                  l->allowed, ADDRS_MAX);
+    if (l->nallowed < 0 ||
+        conn_fit_descriptors(&l->max_conns, threads, FD_RESERVE) < 0)
         goto fail;
+    /* descriptors are allocated lowest first: the open ones stay below */
+    l->nslots = (int)(l->max_conns + 2 * threads + FD_RESERVE);
     l->slots = calloc((size_t)l->nslots, sizeof(*l->slots));
     l->ready_cap = l->max_conns;
     l->ready = calloc((size_t)l->ready_cap, sizeof(*l->ready));
@@ -602,14 +473,21 @@ fail:
     return NULL;
 }
 
-int conn_next(struct conn_layer *l, int64_t *arrived_us)
+int conn_next(struct conn_layer *l, int64_t *arrived_us,
+              struct park_entry **resumed)
 {
     int fd = -1;
 
+    *resumed = NULL;
     pthread_mutex_lock(&l->mu);
-    while (l->ready_n == 0 && !all_served(l))
+    while (l->ready_n == 0 && !l->due_head && !all_served(l))
         pthread_cond_wait(&l->ready_cv, &l->mu);
-    if (l->ready_n > 0) {
+    if (l->due_head) { /* waited longest */
+        *resumed = l->due_head;
+        if (!(l->due_head = l->due_head->next))
+            l->due_tail = NULL;
+        fd = CONN_RESUMED;
+    } else if (l->ready_n > 0) {
         fd = l->ready[l->ready_head];
         *arrived_us = l->ready_since[l->ready_head];
         l->ready_head = (l->ready_head + 1) % l->ready_cap;
@@ -692,9 +570,10 @@ void conn_stop(struct conn_layer *l)
     l->drain_until_us = util_now_us() + DRAIN_US;
     if (!l->draining)
         end_drain(l);
+    conn_park_resume_due(l, 0); /* answered now, not lost */
     pthread_cond_broadcast(&l->ready_cv);
     pthread_mutex_unlock(&l->mu);
-    wake_loop(l);
+    conn_wake_loop(l);
 }
 
 void conn_free(struct conn_layer *l)
@@ -704,7 +583,7 @@ void conn_free(struct conn_layer *l)
     pthread_mutex_lock(&l->mu);
     l->exiting = true;
     pthread_mutex_unlock(&l->mu);
-    wake_loop(l);
+    conn_wake_loop(l);
     pthread_join(l->thread, NULL);
     for (fd = 0; fd < l->nslots; fd++)
         if (l->slots[fd].state != SLOT_FREE)
@@ -719,6 +598,7 @@ void conn_free(struct conn_layer *l)
     close(l->dead_fd);
     pthread_cond_destroy(&l->ready_cv);
     pthread_mutex_destroy(&l->mu);
+    park_heap_release(&l->parked);
     free(l->ready);
     free(l->ready_since);
     free(l->slots);

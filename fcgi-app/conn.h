@@ -35,7 +35,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "config.h"
+#include "park.h"
 
 /* A params pair may announce at most this many bytes (name and value). */
 #define CONN_PARAM_MAX (1024 * 1024)
@@ -63,6 +67,22 @@ enum conn_scan {
 enum conn_scan conn_scan_request(const unsigned char *buf, size_t len,
                                  size_t window);
 
+/*
+ * conn_limits.c.  Parse FCGI_WEB_SERVER_ADDRS (comma-separated IPv4 or
+ * IPv6 addresses) into out[0..max), IPv4 as ::ffff:a.b.c.d: the count, or
+ * -1 with a log line (pure).  Whether a peer is one of allowed[0..n) (n =
+ * 0: any; a unix socket: always; pure).  Raise the descriptor limit for
+ * *max_conns connections, `threads` workers (2 each) and `reserve` more,
+ * or lower *max_conns to fit, with a log line.  A new connection's options:
+ * read and write timeouts, TCP_NODELAY.
+ */
+int conn_addr_parse(const char *list, struct in6_addr *out, int max);
+bool conn_addr_allowed(const struct in6_addr *allowed, int n,
+                       const struct sockaddr_storage *sa);
+int conn_fit_descriptors(long *max_conns, long threads, long reserve);
+void conn_setup_socket(int fd, const struct sockaddr_storage *sa,
+                       int64_t timeout_us);
+
 struct conn_layer;
 
 /*
@@ -73,14 +93,33 @@ struct conn_layer;
 struct conn_layer *conn_start(const struct config *cfg, int listen_fd,
                               long threads);
 
+/* conn_next's answer when a parked request is due (*resumed). */
+#define CONN_RESUMED (-2)
+
 /*
  * Block until a connection holds a whole request and return its
  * descriptor, now the caller's, with *arrived_us the time (util_now_us)
  * its request began to arrive (the accept, for a new connection): the
- * front's timer runs from about then.  -1 once the layer is stopping and
+ * front's timer runs from about then.  Or, before new requests, a parked
+ * one whose time came (conn_park): CONN_RESUMED, with *resumed, now the
+ * caller's again (its `gone` set when the front closed the connection
+ * meanwhile: nobody is left to answer).  -1 once the layer is stopping and
  * nothing is left to serve.
  */
-int conn_next(struct conn_layer *l, int64_t *arrived_us);
+int conn_next(struct conn_layer *l, int64_t *arrived_us,
+              struct park_entry **resumed);
+
+/*
+ * Put a request aside, without a thread, until due_us: the layer keeps p
+ * (embedded in the request) and watches fd, the request's connection, for
+ * the front closing it; conn_next hands p back when due_us comes, when the
+ * front closes the connection, or at once when the layer stops.  The
+ * connection stays open (it counts against max_conns).  -ECANCELED when
+ * stopping (the caller answers now), or another negative errno: then the
+ * caller still owns p and fd.
+ */
+int conn_park(struct conn_layer *l, struct park_entry *p, int fd,
+              int64_t due_us);
 
 /* The caller is done with fd and the front may send another request. */
 void conn_release(struct conn_layer *l, int fd);

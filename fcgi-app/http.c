@@ -289,6 +289,25 @@ static void access_log(const struct http_request *r)
     log_event(LOG_INFO, "request", o);
 }
 
+int http_park(struct http_request *r, int64_t due_us)
+{
+    struct http_conn *c = r->conn;
+
+    return conn_park(c->layer, &r->park, c->fcgx.ipcFd, due_us);
+}
+
+void http_drop(struct http_request *r)
+{
+    struct http_conn *c = r->conn;
+
+    if (!c->accepted)
+        return;
+    c->responded = true; /* nobody is there to answer */
+    c->undrained = true; /* closed, never kept */
+    r->status = 499;
+    http_finish(r);
+}
+
 void http_finish(struct http_request *r)
 {
     struct http_conn *c = r->conn;

@@ -23,6 +23,7 @@
 #include <jansson.h>
 
 #include "inflight.h"
+#include "park.h"
 
 #define HTTP_BODY_MAX 4096
 
@@ -46,7 +47,9 @@ struct http_request {
     const char *outcome;
     int status;
     int64_t start_us;          /* when it began to arrive */
-    struct inflight_waiter waiter; /* while parked */
+    struct inflight_waiter waiter; /* while parked behind a claim */
+    struct park_entry park;    /* while put aside for the pace (http_park) */
+    unsigned char paced;       /* routes.c: how the pace has treated it */
     struct http_conn *conn;
 };
 
@@ -80,6 +83,21 @@ void http_send_error(struct http_request *r, int status, const char *code,
                      const char *message, const char *extra_headers);
 void http_send_text(struct http_request *r, int status,
                     const char *content_type, const char *text);
+
+/*
+ * Put r aside without a thread until due_us (conn_park): a worker gets it
+ * back from conn_next as CONN_RESUMED, through r->park.  0, or a negative
+ * errno when the layer is stopping or cannot watch the connection: r is
+ * still the caller's, to answer now.
+ */
+int http_park(struct http_request *r, int64_t due_us);
+
+/*
+ * End a request whose front closed the connection while it was parked:
+ * nothing is sent, the access log says status 499 (nginx's "client closed
+ * request"), the connection is closed.
+ */
+void http_drop(struct http_request *r);
 
 /*
  * End the request: flush, write the access log line, and give the

@@ -30,7 +30,8 @@ static const int64_t wait_bounds_us[] = {1000,   5000,   10000,   50000,
 static atomic_ullong wait_buckets[NBOUNDS + 1];
 static atomic_ullong wait_sum_us;
 
-static atomic_long busy_threads, parked, threads, conns_open, conns_idle;
+static atomic_long busy_threads, parked, threads, conns_open, conns_idle,
+    conns_paced;
 
 void metrics_inc(enum metrics_counter c)
 {
@@ -85,10 +86,11 @@ void metrics_set_threads(long n)
     atomic_store(&threads, n);
 }
 
-void metrics_set_connections(long open, long idle)
+void metrics_set_connections(long open, long idle, long paced)
 {
     atomic_store_explicit(&conns_open, open, memory_order_relaxed);
     atomic_store_explicit(&conns_idle, idle, memory_order_relaxed);
+    atomic_store_explicit(&conns_paced, paced, memory_order_relaxed);
 }
 
 static unsigned long long get(atomic_ullong *a)
@@ -201,11 +203,16 @@ char *metrics_render(void)
             "# HELP tickets_connections_idle Kept connections waiting for "
             "the front's next request\n"
             "# TYPE tickets_connections_idle gauge\n"
-            "tickets_connections_idle %ld\n",
+            "tickets_connections_idle %ld\n"
+            "# HELP tickets_paced_claims Claims put aside for their user's "
+            "pace, waiting for a token (no thread held)\n"
+            "# TYPE tickets_paced_claims gauge\n"
+            "tickets_paced_claims %ld\n",
         atomic_load(&threads), atomic_load(&busy_threads),
         atomic_load(&threads) - atomic_load(&busy_threads),
         atomic_load(&parked),
         atomic_load(&busy_threads) + atomic_load(&parked),
-        atomic_load(&conns_open), atomic_load(&conns_idle));
+        atomic_load(&conns_open), atomic_load(&conns_idle),
+        atomic_load(&conns_paced));
     return b.p;
 }

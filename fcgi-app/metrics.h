@@ -50,7 +50,13 @@
       "New connections that found TICKETS_MAX_CONNS open (an idle one was "   \
       "closed for each, or accepting paused)")                                \
     X(fastcgi_errors, "tickets_fastcgi_errors_total",                         \
-      "Connections closed because they carried no valid FastCGI request")
+      "Connections closed because they carried no valid FastCGI request")    \
+    X(paced_parked, "tickets_paced_parked_total",                             \
+      "Claims over their user's pace put aside until a token or their "       \
+      "longest wait (TICKETS_PACE_PARK), without a thread")                   \
+    X(paced_gone, "tickets_paced_gone_total",                                 \
+      "Claims put aside for the pace whose front closed the connection "      \
+      "meanwhile (dropped unanswered)")
 
 /* Routes, in the order of enum route_id (routes.h): X(route name). */
 #define METRICS_ROUTES(X)                                                     \
@@ -84,8 +90,9 @@ void metrics_lock_wait(int64_t us);
 void metrics_busy(int delta);
 void metrics_parked(int delta);
 void metrics_set_threads(long n);
-/* Gauges of the connection layer: open connections, idle kept ones. */
-void metrics_set_connections(long open, long idle);
+/* Gauges of the connection layer: open connections, idle kept ones, and
+ * claims parked for their user's pace (conn_park). */
+void metrics_set_connections(long open, long idle, long paced);
 
 /*
  * Render all metrics in the Prometheus text exposition format.

@@ -3,7 +3,10 @@
  * (see pace.h for what is answered when).
  *
  * Tokens are counted in millionths, so that a bucket refills exactly at
- * `rate` per second from microsecond timestamps with integer arithmetic.
+ * `rate` per second (`rate` millionths a microsecond) from microsecond
+ * timestamps with integer arithmetic.  A reserved token is taken at once:
+ * the count goes below zero, by at most wait_max_us * rate, and the
+ * refill pays the debt first.
  */
 #include "pace.h"
 
@@ -91,11 +94,13 @@ static struct entry *entry_of(struct pace *p, unsigned s, int64_t user_id,
 
 enum pace_verdict pace_claim(struct pace *p, int64_t user_id,
                              int64_t event_id, int64_t now_us,
-                             enum claim_outcome *o, struct ticket *t)
+                             int64_t wait_max_us, enum claim_outcome *o,
+                             struct ticket *t, int64_t *due_us)
 {
     unsigned s;
     struct entry *e;
     enum pace_verdict v;
+    int64_t wait_us;
 
     if (!p || p->rate == 0)
         return PACE_GO;
@@ -106,15 +111,21 @@ enum pace_verdict pace_claim(struct pace *p, int64_t user_id,
         int64_t dt = now_us - e->last_us;
 
         /* dt * rate may not overflow: cap dt at the time to fill up */
-        if (dt >= p->burst / p->rate + 1)
+        if (dt >= (p->burst - e->tokens) / p->rate + 1)
             e->tokens = p->burst;
         else if ((e->tokens += dt * p->rate) > p->burst)
             e->tokens = p->burst;
         e->last_us = now_us;
     }
+    /* how long until the bucket holds a whole token */
+    wait_us = (UNIT - e->tokens + p->rate - 1) / p->rate;
     if (e->tokens >= UNIT) {
         e->tokens -= UNIT;
         v = PACE_GO;
+    } else if (wait_max_us > 0 && wait_us <= wait_max_us) {
+        e->tokens -= UNIT;
+        *due_us = now_us + wait_us;
+        v = PACE_RESERVED;
     } else if (e->known_event == event_id && now_us < e->known_until_us) {
         *o = e->known;
         if (e->known == CLAIM_EXISTING)

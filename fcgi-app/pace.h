@@ -5,7 +5,12 @@
  * frontend that mints a fresh token per call, or a front other than nginx,
  * escapes that.  Here every verified user id has a token bucket: `rate`
  * claims a second go to the database, after a free `burst`.  A claim over
- * the limit is answered without the database, truthfully:
+ * the limit may reserve the user's next token if it comes within
+ * `wait_max_us` (PACE_RESERVED: the caller puts the claim aside until then,
+ * conn_park, and it goes to the database; the bucket owes the token, so
+ * the next claim waits one token longer).  Else it is answered without the
+ * database, truthfully (the caller first puts it aside for its longest
+ * wait, then asks again with wait_max_us 0):
  *   - the user's last final answer for that event, if it is at most
  *     PACE_KNOWN_US old (a ticket is permanent; a refusal such as sold_out
  *     was true that recently): CLAIM_EXISTING with the ticket, or the
@@ -39,6 +44,7 @@ struct pace;
 
 enum pace_verdict {
     PACE_GO,    /* a token taken: claim as usual */
+    PACE_RESERVED, /* the token of *due_us taken: claim at that time */
     PACE_KNOWN, /* over the limit; *o (and *t) is the answer */
     PACE_OVER,  /* over the limit, nothing known: busy, see above */
 };
@@ -48,11 +54,14 @@ enum pace_verdict {
 struct pace *pace_new(long rate, long burst);
 void pace_free(struct pace *p);
 
-/* A claim of (user, event) at now_us (monotonic).  On PACE_KNOWN, *o is the
- * answer and, for CLAIM_EXISTING, *t the ticket. */
+/* A claim of (user, event) at now_us (monotonic), which may wait up to
+ * wait_max_us for a token.  On PACE_RESERVED, *due_us is when its token
+ * comes (at most now_us + wait_max_us); on PACE_KNOWN, *o is the answer
+ * and, for CLAIM_EXISTING, *t the ticket. */
 enum pace_verdict pace_claim(struct pace *p, int64_t user_id,
                              int64_t event_id, int64_t now_us,
-                             enum claim_outcome *o, struct ticket *t);
+                             int64_t wait_max_us, enum claim_outcome *o,
+                             struct ticket *t, int64_t *due_us);
 
 /* The outcome of a claim that went to the database.  Final answers are
  * remembered (CLAIM_CREATED as CLAIM_EXISTING, with t); busy and

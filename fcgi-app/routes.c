@@ -1,9 +1,11 @@
 /*
  * routes.c: which handler serves a request, and the HTTP face of outcomes.
  *
- * Claims go through inflight.c: the first claim of a user in this process
- * leads, later ones are parked and answered by the leader (see inflight.h
- * for why).  Every other route is a plain call.
+ * Claims go through pace.c, then inflight.c: a claim over its user's pace
+ * is put aside in the connection layer until a token comes (or its longest
+ * wait passes); the first claim of a user in this process leads, later
+ * ones are parked and answered by the leader (see inflight.h for why).
+ * Every other route is a plain call.
  */
 #include "routes.h"
 
@@ -274,19 +276,59 @@ static enum claim_outcome claim_one(const struct route_ctx *ctx,
     return o;
 }
 
-/*
- * A claim over the user's pace (pace.h): answered without the database,
- * from what is known, or 503 busy unless a claim of the user runs here
- * already (then it parks behind it as usual).  Returns true when answered.
- */
-static bool paced(const struct route_ctx *ctx, struct http_request *r)
+/* r->paced: what the pace did with a claim so far. */
+enum { PACED_NOT, PACED_RESERVED, PACED_WAITED };
+
+/* How long a claim may wait for the pace: TICKETS_PACE_PARK, and at most
+ * half of what is left of its budget (its claim needs the rest). */
+static int64_t park_max(const struct route_ctx *ctx,
+                        const struct http_request *r, int64_t now)
 {
+    int64_t left = (r->start_us + ctx->cfg->request_timeout_us - now) / 2;
+
+    if (left < 0)
+        left = 0;
+    return left < ctx->cfg->pace_park_us ? left : ctx->cfg->pace_park_us;
+}
+
+/*
+ * The user's pace (pace.h), before a claim.  Returns true when r is
+ * answered, or put aside (*aside; the layer hands it back to
+ * routes_resume, and r is no longer the caller's).
+ *
+ * A claim over the pace is put aside, without a thread, until the user's
+ * next token if it comes within park_max (then it claims as usual), else
+ * for park_max itself, so that a client that loops on claims loops at the
+ * pace, not as fast as it is answered; then it is answered without the
+ * database: from what is known, or 503 busy unless a claim of the user
+ * runs here (then it parks behind it as usual).
+ */
+static bool paced(const struct route_ctx *ctx, struct http_request *r,
+                  bool *aside)
+{
+    int64_t now = util_now_us(), wait = 0, due = 0;
+    enum pace_verdict v;
     struct ticket t;
     enum claim_outcome o;
 
-    switch (pace_claim(pacing(ctx), r->user_id, r->event_id, util_now_us(),
-                       &o, &t)) {
+    *aside = false;
+    if (r->paced == PACED_RESERVED)
+        return false; /* its token has come */
+    if (r->paced == PACED_NOT)
+        wait = park_max(ctx, r, now);
+    v = pace_claim(pacing(ctx), r->user_id, r->event_id, now, wait, &o, &t,
+                   &due);
+    if (v == PACE_GO)
+        return false;
+    r->paced = v == PACE_RESERVED ? PACED_RESERVED : PACED_WAITED;
+    if (wait > 0 && http_park(r, v == PACE_RESERVED ? due : now + wait) == 0) {
+        metrics_inc(METRIC_paced_parked);
+        *aside = true;
+        return true;
+    }
+    switch (v) {
     case PACE_GO:
+    case PACE_RESERVED: /* the layer is stopping: the token is its own */
         return false;
     case PACE_KNOWN:
         respond(r, o, &t, true);
@@ -334,20 +376,20 @@ static void answer_parked(const struct route_ctx *ctx, struct http_request *f,
     http_request_free(f); /* finishes it */
 }
 
-static enum route_result participation_post(const struct route_ctx *ctx,
-                                            struct http_request *r,
-                                            const char *arg, size_t arg_len)
+/* A claim, once its token and body are checked (again after a pause for
+ * the pace: routes_resume). */
+static enum route_result claim_post(const struct route_ctx *ctx,
+                                    struct http_request *r)
 {
     struct inflight_waiter *w;
     struct claim_budget b;
     struct lead l;
     struct ticket t;
     int64_t user_id;
+    bool aside;
 
-    if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
-        return ROUTE_DONE;
-    if (!ctx->cfg->unsafe_no_lock && paced(ctx, r))
-        return ROUTE_DONE;
+    if (!ctx->cfg->unsafe_no_lock && paced(ctx, r, &aside))
+        return aside ? ROUTE_PARKED : ROUTE_DONE;
     if (ctx->cfg->unsafe_no_lock) {
         respond(r, claim_one(ctx, r, budget_of(ctx, r, &b), &t), &t, true);
         return ROUTE_DONE;
@@ -381,6 +423,27 @@ static enum route_result participation_post(const struct route_ctx *ctx,
             answer_parked(ctx, f, &l);
         }
     return ROUTE_DONE;
+}
+
+static enum route_result participation_post(const struct route_ctx *ctx,
+                                            struct http_request *r,
+                                            const char *arg, size_t arg_len)
+{
+    if (!authorize(ctx, r, arg, arg_len) || !body_ok(r))
+        return ROUTE_DONE;
+    return claim_post(ctx, r);
+}
+
+enum route_result routes_resume(const struct route_ctx *ctx,
+                                struct http_request *r)
+{
+    if (r->park.gone) { /* nobody waits for the answer: claim nothing */
+        metrics_inc(METRIC_paced_gone);
+        r->outcome = "gone";
+        http_drop(r);
+        return ROUTE_DONE;
+    }
+    return claim_post(ctx, r);
 }
 
 static void participation_get(const struct route_ctx *ctx,

@@ -21,11 +21,17 @@ struct route_ctx {
 
 enum route_result {
     ROUTE_DONE,   /* answered; the caller finishes the request */
-    ROUTE_PARKED, /* handed to a leading claim: the caller must forget it */
+    ROUTE_PARKED, /* handed to a leading claim, or put aside for the pace
+                   * (http_park): the caller must forget it */
 };
 
 enum route_result routes_dispatch(const struct route_ctx *ctx,
                                   struct http_request *r);
+
+/* A claim put aside for its user's pace came back (conn_next): go on with
+ * it, or drop it when its front is gone. */
+enum route_result routes_resume(const struct route_ctx *ctx,
+                                struct http_request *r);
 
 /* Route ids, for routes_match. */
 enum route_id {

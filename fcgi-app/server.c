@@ -8,7 +8,9 @@
  * - A worker owns its struct db (one MySQL connection: a named lock belongs
  *   to a session, so it must be released on the connection that took it).
  * - A claim may be parked (routes.c, inflight.c): the worker hands its
- *   request to the leading claim and takes a fresh one.
+ *   request to the leading claim and takes a fresh one.  A claim over its
+ *   user's pace is put aside in the connection layer (conn_park) the same
+ *   way; conn_next hands it back to any worker when its time comes.
  * - Stopping: conn_stop stops accepting and closes idle connections; the
  *   workers serve what is queued or still arriving, then conn_next returns
  *   -1 and they leave.  The listening socket itself is never shut down: on
@@ -46,13 +48,19 @@ struct server {
     struct worker workers[];
 };
 
-static void serve_one(struct worker *w, const struct route_ctx *ctx)
+/* r: the worker's own request, or one put aside that came back (freed). */
+static void serve_one(struct worker *w, const struct route_ctx *ctx,
+                      struct http_request *r)
 {
     metrics_busy(1);
-    if (routes_dispatch(ctx, w->req) == ROUTE_PARKED)
-        w->req = NULL; /* its leader answers and frees it */
-    else
-        http_finish(w->req);
+    if (r != w->req) {
+        if (routes_resume(ctx, r) != ROUTE_PARKED)
+            http_request_free(r); /* finishes it */
+    } else if (routes_dispatch(ctx, r) == ROUTE_PARKED) {
+        w->req = NULL; /* its leader, or the layer, has it now */
+    } else {
+        http_finish(r);
+    }
     metrics_busy(-1);
     if (db_locks_held(w->db) != 0) {
         log_msg(LOG_ERROR, "bug: worker %d holds a named lock after a "
@@ -66,17 +74,23 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct server *s = w->srv;
     struct route_ctx ctx;
+    struct park_entry *back;
     int64_t arrived;
     int fd;
 
     w->db = db_new(s->cfg);
     ctx.db = w->db;
     ctx.cfg = s->cfg;
-    while ((fd = conn_next(s->conns, &arrived)) >= 0) {
+    while ((fd = conn_next(s->conns, &arrived, &back)) != -1) {
+        if (back) {
+            serve_one(w, &ctx,
+                      UTIL_CONTAINER_OF(back, struct http_request, park));
+            continue;
+        }
         if (!w->req)
             w->req = http_request_new(s->conns);
         if (http_accept(w->req, fd, arrived) == 0)
-            serve_one(w, &ctx);
+            serve_one(w, &ctx, w->req);
     }
     http_request_free(w->req);
     w->req = NULL;

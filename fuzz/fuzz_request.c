@@ -272,6 +272,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     int fd;
     ssize_t got;
     bool head_only;
+    struct park_entry *back;
     int64_t arrived;
     int fd_ready;
 
@@ -325,7 +326,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         abort();
     }
     shutdown(fd, SHUT_WR);
-    fd_ready = conn_next(conns, &arrived);
+    fd_ready = conn_next(conns, &arrived, &back);
     if (http_accept(req, fd_ready, arrived) != 0) {
         fprintf(stderr, "http_accept failed on a well-formed request\n");
         abort();

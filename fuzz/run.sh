@@ -31,7 +31,8 @@ sources() {
     auth) echo "fuzz/fuzz_auth.c fcgi-app/auth.c fcgi-app/util.c" ;;
     request) echo "fuzz/fuzz_request.c fuzz/stub_db.c fcgi-app/http.c \
 fcgi-app/routes.c fcgi-app/auth.c fcgi-app/util.c fcgi-app/inflight.c \
-fcgi-app/conn.c fcgi-app/conn_scan.c fcgi-app/metrics.c fcgi-app/log.c \
+fcgi-app/conn.c fcgi-app/conn_scan.c fcgi-app/conn_park.c \
+fcgi-app/conn_limits.c fcgi-app/park.c fcgi-app/metrics.c fcgi-app/log.c \
 fcgi-app/tickets.c fcgi-app/pace.c fcgi-app/textcache.c" ;;
     esac
 }

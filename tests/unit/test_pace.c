@@ -21,7 +21,9 @@ static enum pace_verdict claim(struct pace *p, int64_t user, int64_t event,
                                int64_t now, enum claim_outcome *o,
                                struct ticket *t)
 {
-    return pace_claim(p, user, event, now, o, t);
+    int64_t due;
+
+    return pace_claim(p, user, event, now, 0, o, t, &due);
 }
 
 static struct ticket ticket_of(int64_t id, int64_t user, int64_t event)
@@ -55,6 +57,42 @@ static void burst_then_rate(void **state)
     assert_int_equal(claim(p, 1, 7, 10 * S + S / 5, &o, &t), PACE_OVER);
     /* a long pause fills the bucket up to the burst, no more */
     for (i = 0; i < 3; i++)
+        assert_int_equal(claim(p, 1, 7, 1000 * S, &o, &t), PACE_GO);
+    assert_int_equal(claim(p, 1, 7, 1000 * S, &o, &t), PACE_OVER);
+    pace_free(p);
+}
+
+/* over the burst, a claim may reserve the next token within its wait: the
+ * tokens come one per 1/rate, each later claim one token later, none
+ * beyond the wait; the debt is paid before the bucket fills again */
+static void reserve_within_wait(void **state)
+{
+    struct pace *p = pace_new(5, 2); /* a token every 0.2 s */
+    enum claim_outcome o;
+    struct ticket t;
+    int64_t due = 0;
+    int i;
+
+    for (i = 0; i < 2; i++)
+        assert_int_equal(pace_claim(p, 1, 7, 10 * S, S, &o, &t, &due),
+                         PACE_GO);
+    for (i = 1; i <= 5; i++) {
+        assert_int_equal(pace_claim(p, 1, 7, 10 * S, S, &o, &t, &due),
+                         PACE_RESERVED);
+        assert_int_equal(due, 10 * S + i * S / 5);
+    }
+    /* the 6th would wait 1.2 s, more than its 1 s: over, nothing taken */
+    assert_int_equal(pace_claim(p, 1, 7, 10 * S, S, &o, &t, &due), PACE_OVER);
+    /* without a wait, as before: over */
+    assert_int_equal(claim(p, 1, 7, 10 * S, &o, &t), PACE_OVER);
+    /* at 11 s the 5 reserved tokens are paid: the bucket is empty, not
+     * full (the refill pays the debt first) */
+    assert_int_equal(claim(p, 1, 7, 11 * S, &o, &t), PACE_OVER);
+    assert_int_equal(claim(p, 1, 7, 11 * S + S / 5, &o, &t), PACE_GO);
+    /* a long pause after a debt fills the bucket to the burst, no more */
+    assert_int_equal(pace_claim(p, 1, 7, 11 * S + S / 5, S, &o, &t, &due),
+                     PACE_RESERVED);
+    for (i = 0; i < 2; i++)
         assert_int_equal(claim(p, 1, 7, 1000 * S, &o, &t), PACE_GO);
     assert_int_equal(claim(p, 1, 7, 1000 * S, &o, &t), PACE_OVER);
     pace_free(p);
@@ -176,11 +214,12 @@ static void *hammer_run(void *arg)
     struct hammer *h = arg;
     struct ticket t = ticket_of(1, h->user, 7);
     enum claim_outcome o;
+    int64_t due;
     int i;
 
     for (i = 0; i < 20000; i++) {
         /* the clock stands still: only the burst of 5 may go */
-        if (pace_claim(h->p, h->user, 7, S, &o, &t) == PACE_GO)
+        if (pace_claim(h->p, h->user, 7, S, 0, &o, &t, &due) == PACE_GO)
             h->go++;
         if (i % 7 == 0)
             pace_learn(h->p, h->user + 1, 7, CLAIM_SOLD_OUT, NULL, S);
@@ -213,6 +252,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(burst_then_rate),
+        cmocka_unit_test(reserve_within_wait),
         cmocka_unit_test(per_user),
         cmocka_unit_test(known_ticket),
         cmocka_unit_test(known_refusal_expires),
