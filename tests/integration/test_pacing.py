@@ -81,16 +81,26 @@ def test_spelling_variants_share_one_nginx_bucket(stack):
     assert rows(stack, 42, 7) == 1
 
 
+def hot_user(stack, events, rate, burst, park, count=1, **env):
+    """User 42 and the events, then count app instances (one by default,
+    so that one bucket sees every claim) pacing at rate after burst, with
+    TICKETS_PACE_PARK park; env: more settings."""
+    needs_harness(stack)
+    stack.make_user(42)
+    for e in events:
+        stack.make_event(e)
+    env.update({"TICKETS_PACE_RATE": str(rate),
+                "TICKETS_PACE_BURST": str(burst),
+                "TICKETS_PACE_PARK": str(park)})
+    stack.restart_apps(env=env, count=count)
+
+
 def test_fresh_token_per_request_is_paced_by_user(stack):
     """40 claims of one user, each with a new token (as a frontend that
     mints one per call): nginx sees 40 keys; the app's bucket (burst 3,
     1/s) lets about 3 reach the database, and answers the rest from the
     ticket it learned: one 201, then 200 with that ticket."""
-    needs_harness(stack)
-    stack.make_user(42)
-    stack.make_event(7)
-    stack.restart_apps(env={"TICKETS_PACE_RATE": "1", "TICKETS_PACE_BURST": "3",
-                            "TICKETS_PACE_PARK": "0"})
+    hot_user(stack, [7], rate=1, burst=3, park=0, count=None)
     # distinct tokens: a different exp each
     toks = [stack.token(42, exp_delta=300 + i) for i in range(40)]
     assert len(set(toks)) == 40
@@ -116,14 +126,8 @@ def test_over_the_pace_with_nothing_known_is_503_busy(stack):
     2, with TICKETS_PACE_PARK=0: the claims beyond get 503 busy with
     Retry-After (JSON) at once, write nothing, and go through again once
     the bucket refills."""
-    needs_harness(stack)
-    stack.make_user(42)
     events = list(range(100, 112))
-    for e in events:
-        stack.make_event(e)
-    # one instance, so that one bucket sees every claim
-    stack.restart_apps(env={"TICKETS_PACE_RATE": "1", "TICKETS_PACE_BURST": "2",
-                            "TICKETS_PACE_PARK": "0"}, count=1)
+    hot_user(stack, events, rate=1, burst=2, park=0)
     tok = stack.token(42)
     got = [stack.request("POST", path(e), token=tok) for e in events]
     busy = [(e, r) for e, r in zip(events, got) if r.status == 503]
@@ -242,13 +246,8 @@ def test_claims_over_the_pace_are_answered_at_the_pace(stack):
     then claims: 11 tickets, answered in order, no sooner than 10 tokens
     take (2 s); the connection stays kept throughout. (Answered at once,
     as before, they were 1 ticket and 10 x 503 busy.)"""
-    needs_harness(stack)
-    stack.make_user(42)
     events = list(range(100, 111))
-    for e in events:
-        stack.make_event(e)
-    stack.restart_apps(env={"TICKETS_PACE_RATE": "5", "TICKETS_PACE_BURST": "1",
-                            "TICKETS_PACE_PARK": "3"}, count=1)
+    hot_user(stack, events, rate=5, burst=1, park=3)
     hdrs = claim_headers(stack, 42)
     c = FcgiConnection(stack.instances[0].socket, timeout=20)
     try:
@@ -275,15 +274,10 @@ def test_claims_put_aside_hold_no_worker(stack):
     behind a claim of the user that runs then, as inflight.h says). While
     they wait, no thread is held: another user's claim is answered, and
     ping. Every answer is true: a 201 is a row, a 503 wrote nothing."""
-    needs_harness(stack)
-    stack.make_user(42)
     stack.make_user(43)
     events = list(range(100, 112))
-    for e in events + [7]:
-        stack.make_event(e)
-    stack.restart_apps(env={"TICKETS_THREADS": "2", "TICKETS_PACE_RATE": "1",
-                            "TICKETS_PACE_BURST": "1",
-                            "TICKETS_PACE_PARK": "3"}, count=1)
+    hot_user(stack, events + [7], rate=1, burst=1, park=3,
+             TICKETS_THREADS="2")
     sock = stack.instances[0].socket
     hot = claim_headers(stack, 42)
     mark = stack.log_mark()
@@ -327,12 +321,7 @@ def test_a_front_closing_a_claim_put_aside_leaves_nothing(stack):
     dropped: it never claims (no row after its token was due), the access
     log says 499 gone, the connection is closed and counted out, and no
     named lock is held (the fixture checks)."""
-    needs_harness(stack)
-    stack.make_user(42)
-    for e in (100, 101, 102):
-        stack.make_event(e)
-    stack.restart_apps(env={"TICKETS_PACE_RATE": "1", "TICKETS_PACE_BURST": "1",
-                            "TICKETS_PACE_PARK": "5"}, count=1)
+    hot_user(stack, [100, 101, 102], rate=1, burst=1, park=5)
     inst = stack.instances[0]
     hdrs = claim_headers(stack, 42)
     c = FcgiConnection(inst.socket, timeout=10)

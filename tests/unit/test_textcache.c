@@ -122,18 +122,35 @@ static void start_asker(pthread_t *t, struct asker *a, struct textcache *c,
     }
 }
 
-/* A request that arrived before the running read began shares it. */
-static void joins_a_young_read(void **state)
+/*
+ * A read begins at 10 s; a request that arrived at `arrived` asks while it
+ * runs; at 12 s the read ends with text, or fails (text NULL).  What the
+ * request got.
+ */
+static struct asker ask_during_read(struct textcache *c, int64_t arrived,
+                                    const char *text)
 {
-    struct textcache c = TEXTCACHE_INIT(fake_clock);
     struct asker a;
     pthread_t t;
 
     fake_now = 10 * S;
-    expect_read(&c, 10 * S, 0);
-    start_asker(&t, &a, &c, 9 * S);
-    textcache_put(&c, "a", 1);
+    expect_read(c, 10 * S, 0);
+    start_asker(&t, &a, c, arrived);
+    fake_now = 12 * S;
+    if (text)
+        textcache_put(c, text, strlen(text));
+    else
+        textcache_abandon(c);
     pthread_join(t, NULL);
+    return a;
+}
+
+/* A request that arrived before the running read began shares it. */
+static void joins_a_young_read(void **state)
+{
+    struct textcache c = TEXTCACHE_INIT(fake_clock);
+    struct asker a = ask_during_read(&c, 9 * S, "a");
+
     assert_int_equal(a.took, TEXTCACHE_HIT);
     assert_string_equal(a.text, "a");
     free(a.text);
@@ -144,15 +161,8 @@ static void joins_a_young_read(void **state)
 static void outwaits_an_old_read(void **state)
 {
     struct textcache c = TEXTCACHE_INIT(fake_clock);
-    struct asker a;
-    pthread_t t;
+    struct asker a = ask_during_read(&c, 10 * S + 1, "old");
 
-    fake_now = 10 * S;
-    expect_read(&c, 10 * S, 0);
-    start_asker(&t, &a, &c, 10 * S + 1);
-    fake_now = 12 * S;
-    textcache_put(&c, "old", 3);
-    pthread_join(t, NULL);
     assert_int_equal(a.took, TEXTCACHE_READ);
     assert_null(a.text);
     textcache_put(&c, "new", 3);
@@ -164,14 +174,8 @@ static void outwaits_an_old_read(void **state)
 static void shares_a_failure(void **state)
 {
     struct textcache c = TEXTCACHE_INIT(fake_clock);
-    struct asker a;
-    pthread_t t;
+    struct asker a = ask_during_read(&c, 10 * S, NULL);
 
-    fake_now = 10 * S;
-    expect_read(&c, 10 * S, 0);
-    start_asker(&t, &a, &c, 10 * S);
-    textcache_abandon(&c);
-    pthread_join(t, NULL);
     assert_int_equal(a.took, TEXTCACHE_FAILED);
     assert_null(a.text);
     expect_read(&c, 10 * S, 0); /* the next request reads again */
