@@ -284,7 +284,8 @@ enum { PACED_NOT, PACED_RESERVED, PACED_WAITED };
 static int64_t park_max(const struct route_ctx *ctx,
                         const struct http_request *r, int64_t now)
 {
-    int64_t left = (r->start_us + ctx->cfg->request_timeout_us - now) / 2;
+    struct claim_budget b;
+    int64_t left = (budget_of(ctx, r, &b)->deadline_us - now) / 2;
 
     if (left < 0)
         left = 0;

@@ -63,7 +63,8 @@ void textcache_put(struct textcache *c, const char *text, size_t len);
 /* The reader could not make it: those that joined its read fail too. */
 void textcache_abandon(struct textcache *c);
 
-/* Drop the text (tests, shutdown); not while a read runs. */
+/* Drop the text (the unit tests free theirs with it); not while a read
+ * runs. */
 void textcache_clear(struct textcache *c);
 
 #endif
